@@ -1,0 +1,1 @@
+"""Run configurations (ml_collections); each file says how to run it."""

@@ -1,0 +1,94 @@
+"""Every knob of a run, with its default. Other configs start from `get_config()` here.
+
+Run it as is (a byte-level model on the Python standard library, CPU-sized):
+
+    python launch.py train --config configs/base.py
+
+Any value can be overridden on the command line, e.g. `--config.optim.lr=3e-3`.
+Keys and types are fixed here: an override of an unknown key or of the wrong type is an error.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'base'  # run directory is <run_root>/<name>
+  c.run_root = 'runs'
+  c.seed = 0
+
+  # --- model: a decoder-only Transformer (models/transformer.py) ---
+  m = c.model = ml_collections.ConfigDict()
+  m.vocab_size = 256  # must be >= the tokenizer's vocabulary (checked at start)
+  m.d_model = 256
+  m.n_layers = 4
+  m.n_heads = 4
+  m.n_kv_heads = 0  # 0: same as n_heads (multi-head); 1: multi-query; else grouped-query
+  m.head_dim = 0  # 0: d_model // n_heads
+  m.d_ff = 0  # 0: 4*d_model for gelu, 8/3*d_model rounded up to 64 for swiglu
+  m.max_len = 256  # longest sequence the model accepts (learned positions table size)
+  m.norm = 'rmsnorm'  # rmsnorm | layernorm
+  m.norm_eps = 1e-5
+  m.position = 'rope'  # rope | learned
+  m.rope_theta = 10000.0
+  m.mlp = 'swiglu'  # swiglu | gelu
+  m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
+  m.tie_embeddings = True
+  m.dropout = 0.0
+  m.init_std = 0.02
+  m.dtype = 'float32'  # compute dtype: float32 | bfloat16 | float16
+  m.param_dtype = 'float32'
+  m.scan_layers = False  # nn.scan over the layer stack (faster compile for deep models)
+  m.remat = 'none'  # none | full | dots | dots_no_batch (see models/remat.py)
+
+  # --- data (data/) ---
+  d = c.data = ml_collections.ConfigDict()
+  d.source = 'stdlib'  # 'stdlib', a text file, a folder, *.jsonl, *.parquet
+  d.text_field = 'text'  # field read from JSON Lines / Parquet records
+  d.tokenizer = 'bytes'  # bytes | bpe | path/to/tokenizer.json
+  d.bpe_vocab_size = 4096  # size of the BPE trained on the training split
+  d.validation_fraction = 0.02  # share of documents held out, chosen by a hash of their name
+  d.cache_dir = 'data_cache'  # prepared shards live in <cache_dir>/<corpus fingerprint>/
+  d.seq_len = 256  # tokens per training window (model sees seq_len, predicts the next)
+
+  # --- training loop (train/loop.py) ---
+  t = c.train = ml_collections.ConfigDict()
+  t.steps = 1000
+  t.batch_size = 16  # global batch, in sequences
+  t.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size must divide)
+  t.log_every = 10
+  t.eval_every = 200  # 0: only at the end
+  t.eval_batches = 8
+  t.patience = 0  # early stopping: stop after this many evals without improvement (0: off)
+  t.sample_tokens = 200  # generated at the end of the run (0: no sample)
+  t.sample_prompt = 'def '
+  t.sample_temperature = 0.8
+
+  # --- optimizer (train/optim.py) ---
+  o = c.optim = ml_collections.ConfigDict()
+  o.name = 'adamw'  # adamw | adam | sgd | momentum | nesterov | lion | adafactor
+  o.lr = 1e-3  # peak learning rate
+  o.b1 = 0.9
+  o.b2 = 0.95
+  o.eps = 1e-8
+  o.momentum = 0.9  # for momentum / nesterov
+  o.weight_decay = 0.1  # decoupled and lr-scaled, for every optimizer but adam
+  o.decay_norms_and_biases = False  # weight decay on 1-D params (norm scales, biases)
+  o.clip_norm = 1.0  # clip gradients by global norm (0: off)
+  o.schedule = 'cosine'  # constant | cosine | linear | rsqrt | wsd
+  o.warmup_steps = 100
+  o.decay_steps = 0  # 0: train.steps
+  o.min_lr_ratio = 0.1  # final lr = min_lr_ratio * lr (cosine, linear, wsd)
+  o.wsd_decay_fraction = 0.2  # wsd: share of steps spent in the final decay
+
+  # --- device mesh (sharding/mesh.py); -1 means "the rest of the devices" ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  # --- logical-to-mesh axis rules (sharding/rules.py) ---
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.rules = 'dp'  # dp | fsdp | tp | fsdp_tp | dp_fsdp_tp
+
+  return c

@@ -1,0 +1,1 @@
+"""Model definitions: pure Flax linen modules whose parameters carry logical axis names."""

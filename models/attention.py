@@ -1,0 +1,53 @@
+"""Causal self-attention: multi-head, grouped-query or multi-query, with optional rotary positions.
+
+Query heads are grouped over the K key/value heads (G = H // K queries share one K/V head);
+K = H is multi-head attention, K = 1 multi-query. Q/K/V kernels are column parallel (split on
+heads), the output kernel row parallel, when a tensor-parallel rule set is in force.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.config import TransformerConfig
+from models.layers import DenseGeneral, rotary
+
+
+class CausalSelfAttention(nn.Module):
+  cfg: TransformerConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    n_heads, n_kv, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    groups = n_heads // n_kv
+    d = (cfg.d_model,)
+    q_BxLxHxDh = DenseGeneral(cfg, d, (n_heads, head_dim), ('embed', 'heads', 'head_dim'),
+                              name='query')(x_BxLxD)
+    k_BxLxKxDh = DenseGeneral(cfg, d, (n_kv, head_dim), ('embed', 'kv_heads', 'head_dim'),
+                              name='key')(x_BxLxD)
+    v_BxLxKxDh = DenseGeneral(cfg, d, (n_kv, head_dim), ('embed', 'kv_heads', 'head_dim'),
+                              name='value')(x_BxLxD)
+    q_BxLxHxDh = nn.with_logical_constraint(
+        q_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
+    if cfg.position == 'rope':
+      q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta)
+      k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta)
+
+    batch, length = x_BxLxD.shape[:2]
+    q_BxLxKxGxDh = q_BxLxHxDh.reshape(batch, length, n_kv, groups, head_dim)
+    q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(1.0 / np.sqrt(head_dim), q_BxLxKxGxDh.dtype)
+    scores_BxKxGxLxL = jnp.einsum('bqkgd,bskd->bkgqs', q_BxLxKxGxDh, k_BxLxKxDh,
+                                  preferred_element_type=jnp.float32)
+    causal_LxL = np.tril(np.ones((length, length), dtype=bool))
+    scores_BxKxGxLxL = jnp.where(causal_LxL, scores_BxKxGxLxL, jnp.finfo(jnp.float32).min)
+    probs_BxKxGxLxL = jax.nn.softmax(scores_BxKxGxLxL, axis=-1).astype(v_BxLxKxDh.dtype)
+    out_BxLxKxGxDh = jnp.einsum('bkgqs,bskd->bqkgd', probs_BxKxGxLxL, v_BxLxKxDh)
+    out_BxLxHxDh = out_BxLxKxGxDh.reshape(batch, length, n_heads, head_dim)
+    out_BxLxHxDh = nn.with_logical_constraint(
+        out_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
+    out_scale = 1.0 / np.sqrt(2 * cfg.n_layers)
+    return DenseGeneral(cfg, (n_heads, head_dim), d, ('heads', 'head_dim', 'embed'), out_scale,
+                        name='out')(out_BxLxHxDh)

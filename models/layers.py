@@ -1,0 +1,103 @@
+"""Building blocks with logically-named parameters: projections, norms, MLPs, rotary positions.
+
+Every parameter is created through `nn.with_logical_partitioning`, so a rule set in `sharding/`
+decides where it lives; nothing here knows about devices. Tensor names carry their shapes:
+B batch, L length, D d_model, H heads, K kv heads, Dh head dim, F d_ff.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.config import TransformerConfig
+
+Axes = tuple[str | None, ...]
+
+
+def dtype_of(name: str) -> jnp.dtype:
+  return jnp.dtype(name)
+
+
+def param_with_axes(module: nn.Module, name: str, init, shape: Sequence[int], axes: Axes,
+                    cfg: TransformerConfig) -> jax.Array:
+  """Declares a parameter with logical axis names and casts it to the compute dtype."""
+  value = module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape),
+                       dtype_of(cfg.param_dtype))
+  return jnp.asarray(value, dtype_of(cfg.dtype))
+
+
+class DenseGeneral(nn.Module):
+  """y = x . W (+ b), contracting the last `len(in_shape)` dims of x with W's leading dims."""
+  cfg: TransformerConfig
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  kernel_axes: Axes
+  init_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    init = nn.initializers.normal(self.cfg.init_std * self.init_scale)
+    kernel = param_with_axes(self, 'kernel', init, self.in_shape + self.out_shape,
+                             self.kernel_axes, self.cfg)
+    n_in = len(self.in_shape)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    y = jax.lax.dot_general(x.astype(kernel.dtype), kernel, (contract, ((), ())))
+    if self.cfg.use_bias:
+      bias_axes = self.kernel_axes[n_in:]
+      y = y + param_with_axes(self, 'bias', nn.initializers.zeros, self.out_shape, bias_axes,
+                              self.cfg)
+    return y
+
+
+class Norm(nn.Module):
+  """RMSNorm or LayerNorm over the last axis, computed in float32."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    x = x_BxLxD.astype(jnp.float32)
+    if cfg.norm == 'layernorm':
+      x = x - jnp.mean(x, axis=-1, keepdims=True)
+    y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
+    scale = param_with_axes(self, 'scale', nn.initializers.ones, (x.shape[-1],), ('embed',), cfg)
+    y = y.astype(scale.dtype) * scale
+    if cfg.norm == 'layernorm' and cfg.use_bias:
+      y = y + param_with_axes(self, 'bias', nn.initializers.zeros, (x.shape[-1],), ('embed',), cfg)
+    return y.astype(dtype_of(cfg.dtype))
+
+
+class Mlp(nn.Module):
+  """GELU MLP (two matrices) or SwiGLU (gate, up, down)."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    d, f = (cfg.d_model,), (cfg.d_ff,)
+    up_BxLxF = DenseGeneral(cfg, d, f, ('embed', 'mlp'), name='up')(x_BxLxD)
+    if cfg.mlp == 'swiglu':
+      gate_BxLxF = DenseGeneral(cfg, d, f, ('embed', 'mlp'), name='gate')(x_BxLxD)
+      h_BxLxF = nn.silu(gate_BxLxF) * up_BxLxF
+    else:
+      h_BxLxF = nn.gelu(up_BxLxF, approximate=True)
+    h_BxLxF = nn.with_logical_constraint(h_BxLxF, ('act_batch', 'act_length', 'act_mlp'))
+    out_scale = 1.0 / np.sqrt(2 * cfg.n_layers)  # GPT-2 style scaled init of residual outputs
+    return DenseGeneral(cfg, f, d, ('mlp', 'embed'), out_scale, name='down')(h_BxLxF)
+
+
+def rotary(x_BxLxNxDh: jax.Array, theta: float) -> jax.Array:
+  """Applies rotary position embeddings (rotate-half form) for positions 0..L-1."""
+  length, head_dim = x_BxLxNxDh.shape[1], x_BxLxNxDh.shape[-1]
+  half = head_dim // 2
+  inv_freq = theta ** (-np.arange(half, dtype=np.float32) / half)
+  angles_LxHalf = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
+  sin = jnp.asarray(np.sin(angles_LxHalf))[None, :, None, :]
+  cos = jnp.asarray(np.cos(angles_LxHalf))[None, :, None, :]
+  x = x_BxLxNxDh.astype(jnp.float32)
+  x1, x2 = x[..., :half], x[..., half:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxLxNxDh.dtype)

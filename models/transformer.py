@@ -1,0 +1,81 @@
+"""The decoder-only Transformer: embeddings, a stack of pre-norm blocks, final norm, logits.
+
+`Transformer(cfg)(tokens_BxL, deterministic=True) -> logits_BxLxV` (float32 logits).
+The block stack is either unrolled or an `nn.scan` over a leading 'layers' parameter axis;
+each block can be rematerialised with a named policy (`models/remat.py`).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.attention import CausalSelfAttention
+from models.config import TransformerConfig
+from models.layers import DenseGeneral, Mlp, Norm, dtype_of, param_with_axes
+from models.remat import remat_policy
+
+RESIDUAL_AXES = ('act_batch', 'act_length', 'act_embed')
+
+
+class Block(nn.Module):
+  """x + Attn(Norm(x)), then x + Mlp(Norm(x)); activations pinned after each sublayer."""
+  cfg: TransformerConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, _=None):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
+    h = CausalSelfAttention(cfg, self.deterministic, name='attn')(Norm(cfg, name='attn_norm')(x_BxLxD))
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
+    h = Mlp(cfg, name='mlp')(Norm(cfg, name='mlp_norm')(x_BxLxD))
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
+    return x_BxLxD, None
+
+
+class Transformer(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jax.Array, deterministic: bool = True) -> jax.Array:
+    cfg = self.cfg
+    embed_init = nn.initializers.normal(cfg.init_std)
+    table_VxD = param_with_axes(self, 'embedding', embed_init, (cfg.vocab_size, cfg.d_model),
+                                ('vocab', 'embed'), cfg)
+    x_BxLxD = jnp.take(table_VxD, tokens_BxL, axis=0)
+    if cfg.position == 'learned':
+      positions_LxD = param_with_axes(self, 'position_embedding', embed_init,
+                                      (cfg.max_len, cfg.d_model), (None, 'embed'), cfg)
+      x_BxLxD = x_BxLxD + positions_LxD[None, :tokens_BxL.shape[1]]
+    x_BxLxD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BxLxD)
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, RESIDUAL_AXES)
+
+    block = Block
+    if cfg.remat != 'none':
+      block = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
+                                                                        'dropout': True},
+                      length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
+      x_BxLxD, _ = stack(cfg, deterministic, name='layers')(x_BxLxD, None)
+    else:
+      for i in range(cfg.n_layers):
+        x_BxLxD, _ = block(cfg, deterministic, name=f'layer_{i}')(x_BxLxD)
+
+    x_BxLxD = Norm(cfg, name='final_norm')(x_BxLxD)
+    if cfg.tie_embeddings:
+      logits_BxLxV = jnp.einsum('bld,vd->blv', x_BxLxD, table_VxD.astype(x_BxLxD.dtype))
+    else:
+      logits_BxLxV = DenseGeneral(cfg, (cfg.d_model,), (cfg.vocab_size,), ('embed', 'vocab'),
+                                  name='lm_head')(x_BxLxD)
+    logits_BxLxV = nn.with_logical_constraint(logits_BxLxV, ('act_batch', 'act_length', 'act_vocab'))
+    return logits_BxLxV.astype(jnp.float32)
+
+
+def init_params(cfg: TransformerConfig, rng: jax.Array, seq_len: int):
+  """Initial (boxed, logically annotated) parameters for a [1, seq_len] token input."""
+  tokens = jnp.zeros((1, seq_len), jnp.int32)
+  return Transformer(cfg).init({'params': rng}, tokens)['params']
+
+
+__all__ = ['Transformer', 'Block', 'init_params', 'dtype_of']

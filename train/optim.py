@@ -1,0 +1,142 @@
+"""The optimizer: gradient clipping, an update direction, weight decay and the lr schedule.
+
+`make_optimizer(config.optim, total_steps)` checks the `optim` section, then returns one
+`optax.chain`:
+
+  clip_by_global_norm(clip_norm)         if clip_norm > 0
+  <direction of optim.name>              see below
+  add_decayed_weights(wd, decay_mask)    if weight_decay > 0 and the optimizer decays
+  scale_by_learning_rate(schedule)       train/schedules.py; flips the sign for descent
+
+Directions: adamw and adam use Adam's bias-corrected moments (b1, b2, eps); sgd uses the
+gradient itself; momentum uses the heavy-ball trace v = momentum * v + g; nesterov uses
+g + momentum * v; lion uses sign(b1 * m + (1 - b1) * g) with m = b2 * m + (1 - b2) * g; adafactor
+uses optax's factored second moments with its usual settings, written out in `_adafactor`.
+
+Weight decay is decoupled everywhere it applies (every optimizer but adam): `wd * param` is
+added after the direction, so it never enters a moment or momentum buffer, and is scaled by
+the scheduled lr with the rest of the update (param -= lr(t) * (direction + wd * param)), as in
+AdamW. `decay_mask` keeps it off 1-D params (norm scales, biases) unless
+`optim.decay_norms_and_biases`. `adam` ignores `weight_decay`; use `adamw` for decay.
+
+Both the mask and adafactor need the params: call `tx.update(grads, opt_state, params)`.
+"""
+
+import functools
+from typing import Any, Callable
+
+import jax
+import optax
+
+from errors import UserError
+from train.schedules import SCHEDULES, make_schedule
+
+Params = Any  # a pytree (nested dicts) of jax arrays
+
+
+def _adam(optim_cfg) -> optax.GradientTransformation:
+  return optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps)
+
+
+def _sgd(optim_cfg) -> optax.GradientTransformation:
+  del optim_cfg
+  return optax.identity()
+
+
+def _momentum(optim_cfg) -> optax.GradientTransformation:
+  return optax.trace(decay=optim_cfg.momentum, nesterov=False)
+
+
+def _nesterov(optim_cfg) -> optax.GradientTransformation:
+  return optax.trace(decay=optim_cfg.momentum, nesterov=True)
+
+
+def _lion(optim_cfg) -> optax.GradientTransformation:
+  return optax.scale_by_lion(b1=optim_cfg.b1, b2=optim_cfg.b2)
+
+
+def _adafactor(optim_cfg) -> optax.GradientTransformation:
+  """optax.adafactor's direction, settings spelled out, without its lr, decay and sign steps.
+
+  Second moments are factored for matrices whose two largest dims are both >= 128, and decay
+  as 1 - (t + 1)^-0.8 (t: 0-based step), so the first update of every param is g / |g| up to
+  eps = 1e-30. Each param's update is then clipped to rms 1. There is no momentum and no
+  multiplication by the param's rms, so `optim.lr` is an absolute step size, as for Adam.
+  `optim.eps`, `b1` and `b2` are Adam's and are not used here.
+  """
+  del optim_cfg
+  return optax.chain(
+      optax.scale_by_factored_rms(
+          factored=True, decay_rate=0.8, min_dim_size_to_factor=128, epsilon=1e-30),
+      optax.clip_by_block_rms(threshold=1.0),
+  )
+
+
+DIRECTIONS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+    'adamw': _adam,
+    'adam': _adam,
+    'sgd': _sgd,
+    'momentum': _momentum,
+    'nesterov': _nesterov,
+    'lion': _lion,
+    'adafactor': _adafactor,
+}
+OPTIMIZERS = tuple(DIRECTIONS)
+WITHOUT_WEIGHT_DECAY = ('adam',)
+
+
+def decay_mask(params: Params, decay_norms_and_biases: bool = False) -> Params:
+  """True for params that get weight decay: ndim >= 2, plus 1-D ones if asked to."""
+  return jax.tree.map(lambda p: p.ndim >= 2 or decay_norms_and_biases, params)
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(message)
+
+
+def _check_in_unit_interval(optim_cfg, key: str) -> None:
+  value = optim_cfg[key]
+  _check(0.0 <= value < 1.0, f'optim.{key}={value} must be in [0, 1); '
+         f'set --config.optim.{key} to e.g. 0.9')
+
+
+def validate_optim_config(optim_cfg) -> None:
+  """Raises UserError, in one line naming the fix, for the first bad value in `optim`."""
+  o = optim_cfg
+  _check(o.name in OPTIMIZERS,
+         f"optim.name={o.name!r} is not one of {', '.join(OPTIMIZERS)}; pick one")
+  _check(o.schedule in SCHEDULES,
+         f"optim.schedule={o.schedule!r} is not one of {', '.join(SCHEDULES)}; pick one")
+  _check(o.lr > 0, f'optim.lr={o.lr} must be > 0; set --config.optim.lr to e.g. 1e-3')
+  _check(o.weight_decay >= 0, f'optim.weight_decay={o.weight_decay} must be >= 0; '
+         'set --config.optim.weight_decay=0 to turn it off')
+  for key in ('b1', 'b2', 'momentum'):
+    _check_in_unit_interval(o, key)
+  _check(o.eps > 0, f'optim.eps={o.eps} must be > 0; set --config.optim.eps to e.g. 1e-8')
+  _check(o.warmup_steps >= 0, f'optim.warmup_steps={o.warmup_steps} must be >= 0; '
+         'set --config.optim.warmup_steps=0 for no warmup')
+  _check(o.decay_steps >= 0, f'optim.decay_steps={o.decay_steps} must be >= 0; '
+         'set --config.optim.decay_steps=0 to decay over train.steps')
+  _check(o.clip_norm >= 0, f'optim.clip_norm={o.clip_norm} must be >= 0; '
+         'set --config.optim.clip_norm=0 to turn clipping off')
+  _check(0.0 <= o.min_lr_ratio <= 1.0, f'optim.min_lr_ratio={o.min_lr_ratio} must be in '
+         '[0, 1]; set --config.optim.min_lr_ratio to e.g. 0.1')
+  _check(0.0 < o.wsd_decay_fraction <= 1.0, f'optim.wsd_decay_fraction='
+         f'{o.wsd_decay_fraction} must be in (0, 1]; set --config.optim.wsd_decay_fraction '
+         'to e.g. 0.2')
+
+
+def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
+  """The optax chain described in the module docstring, after `validate_optim_config`."""
+  validate_optim_config(optim_cfg)
+  steps = []
+  if optim_cfg.clip_norm > 0:
+    steps.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
+  steps.append(DIRECTIONS[optim_cfg.name](optim_cfg))
+  if optim_cfg.weight_decay > 0 and optim_cfg.name not in WITHOUT_WEIGHT_DECAY:
+    mask = functools.partial(
+        decay_mask, decay_norms_and_biases=optim_cfg.decay_norms_and_biases)
+    steps.append(optax.add_decayed_weights(optim_cfg.weight_decay, mask=mask))
+  steps.append(optax.scale_by_learning_rate(make_schedule(optim_cfg, total_steps)))
+  return optax.chain(*steps)

@@ -1,0 +1,91 @@
+"""The train state and its sharded initialisation.
+
+The state is first built abstractly (`jax.eval_shape`), each array's `NamedSharding` is derived
+from the parameters' logical axis names and the rule set, and then `jax.jit(init,
+out_shardings=...)` creates it directly sharded: no array is ever whole on one device.
+Optimizer-state leaves that mirror a parameter (Adam's moments, ...) take its sharding; any
+other leaf (counts, factored second moments) is replicated.
+"""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from models.config import TransformerConfig
+from models.transformer import init_params
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer updates applied so far
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # uint32[2] key for dropout; folded with the step inside the train step
+  skipped_steps: jax.Array  # int32 scalar: updates skipped for non-finite loss or gradient
+
+
+def logical_param_specs(model_cfg: TransformerConfig, seq_len: int):
+  """A tree of PartitionSpecs in logical axis names, one per parameter."""
+  boxed = jax.eval_shape(lambda: init_params(model_cfg, jax.random.PRNGKey(0), seq_len))
+  return nn.get_partition_spec(boxed)
+
+
+def _path_key(path) -> tuple[str, ...]:
+  return tuple(str(getattr(p, 'key', getattr(p, 'name', p))) for p in path)
+
+
+def _mirror_param_shardings(tree, param_shardings, param_shapes, replicated):
+  """Shardings for `tree` (e.g. optimizer state): a leaf whose path ends with a parameter's path
+  and which has that parameter's shape gets the parameter's sharding; anything else is replicated."""
+  by_path = {}
+  for (path, sharding), shape in zip(jax.tree_util.tree_flatten_with_path(param_shardings)[0],
+                                     jax.tree.leaves(param_shapes)):
+    by_path[_path_key(path)] = (sharding, shape.shape)
+
+  def pick(path, leaf):
+    key = _path_key(path)
+    for start in range(len(key)):
+      match = by_path.get(key[start:])
+      if match and match[1] == leaf.shape:
+        return match[0]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def state_shardings(abstract_state: TrainState, model_cfg: TransformerConfig, seq_len: int,
+                    mesh: Mesh, rules) -> TrainState:
+  """NamedShardings for every leaf of the state (call inside the mesh/rules context)."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  param_shardings = nn.logical_to_mesh_sharding(logical_param_specs(model_cfg, seq_len), mesh,
+                                                rules)
+  opt_shardings = _mirror_param_shardings(abstract_state.opt_state, param_shardings,
+                                          abstract_state.params, replicated)
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
+                    rng=replicated, skipped_steps=replicated)
+
+
+def make_init_fn(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
+                 seq_len: int):
+  """A pure function () -> TrainState with freshly initialised parameters."""
+  def init() -> TrainState:
+    params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = nn.meta.unbox(init_params(model_cfg, params_rng, seq_len))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=dropout_rng, skipped_steps=jnp.zeros((), jnp.int32))
+  return init
+
+
+def create_state(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
+                 seq_len: int, mesh: Mesh, rules) -> tuple[TrainState, TrainState]:
+  """(state, shardings): the initial state, created directly sharded over `mesh`."""
+  init = make_init_fn(model_cfg, tx, seed, seq_len)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    shardings = state_shardings(jax.eval_shape(init), model_cfg, seq_len, mesh, rules)
+    state = jax.jit(init, out_shardings=shardings)()
+  return state, shardings

@@ -1,0 +1,80 @@
+"""The pure train and eval steps: `train_step(state, batch) -> (state, metrics)`.
+
+A batch is int32 tokens [B, L+1]: inputs are tokens[:, :-1], targets tokens[:, 1:]. Gradient
+accumulation splits the batch into micro-batches (interleaved rows, so each micro-batch stays
+spread over every data-parallel device) and sums their gradients in a `lax.scan`. A step whose
+loss or gradient is not finite leaves the state untouched and is counted in `skipped_steps`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from models.transformer import Transformer
+from train.state import TrainState
+
+
+def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
+  """Mean next-token cross-entropy in nats (float32)."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
+  return jnp.mean(losses)
+
+
+def loss_fn(params, model: Transformer, tokens_BxLp1: jax.Array, dropout_rng: jax.Array,
+            deterministic: bool) -> jax.Array:
+  logits = model.apply({'params': params}, tokens_BxLp1[:, :-1], deterministic=deterministic,
+                       rngs={'dropout': dropout_rng})
+  return cross_entropy(logits, tokens_BxLp1[:, 1:])
+
+
+def _split_microbatches(tokens_BxLp1: jax.Array, accum_steps: int) -> jax.Array:
+  """[B, L+1] -> [A, B/A, L+1], micro-batch a holding rows a, a+A, a+2A, ..."""
+  batch = tokens_BxLp1.shape[0]
+  return tokens_BxLp1.reshape(batch // accum_steps, accum_steps, -1).swapaxes(0, 1)
+
+
+def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int):
+  """Mean loss and gradient over the batch, accumulated over `accum_steps` micro-batches."""
+  deterministic = model.cfg.dropout == 0.0
+  grad_fn = jax.value_and_grad(loss_fn)
+  if accum_steps == 1:
+    return grad_fn(params, model, tokens_BxLp1, dropout_rng, deterministic)
+
+  def accumulate(carry, micro):
+    loss_sum, grad_sum, index = carry
+    rng = jax.random.fold_in(dropout_rng, index)
+    loss, grads = grad_fn(params, model, micro, rng, deterministic)
+    return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), index + 1), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (loss_sum, grad_sum, _), _ = jax.lax.scan(
+      accumulate, (jnp.zeros((), jnp.float32), zeros, 0),
+      _split_microbatches(tokens_BxLp1, accum_steps))
+  return loss_sum / accum_steps, jax.tree.map(lambda g: g / accum_steps, grad_sum)
+
+
+def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer,
+               tx: optax.GradientTransformation, schedule, accum_steps: int):
+  """One optimizer update. Returns the new state and scalar metrics."""
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+  loss, grads = loss_and_grads(state.params, model, tokens_BxLp1, dropout_rng, accum_steps)
+  grad_norm = optax.global_norm(grads)
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep(new_params, state.params),
+      opt_state=keep(new_opt_state, state.opt_state),
+      skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
+  metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step),
+             'finite': finite}
+  return new_state, metrics
+
+
+def eval_step(params, tokens_BxLp1: jax.Array, *, model: Transformer) -> jax.Array:
+  """Mean validation loss (nats/token) of one batch, without dropout."""
+  return loss_fn(params, model, tokens_BxLp1, jax.random.PRNGKey(0), deterministic=True)
