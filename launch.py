@@ -4,12 +4,14 @@ Verbs:
   train   train a model; writes runs/<name>/ (config.json, metrics.jsonl, tb/, loss.png)
   data    prepare the config's corpus into token shards (reused by later runs) and describe it
   info    parameter count, FLOPs per token and the resolved model shape of a config
+  bench   tokens/s and MFU of a config's train step on synthetic data
 
 `python launch.py VERB --help` explains each. Mistakes in the input end in one line on stderr
 and exit status 2, without a traceback.
 """
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -89,6 +91,17 @@ def cmd_info(argv: list[str]) -> int:
   return 0
 
 
+def cmd_bench(argv: list[str]) -> int:
+  parser = _config_parser('bench', 'Time the train step of a config on synthetic tokens (no corpus).')
+  parser.add_argument('--steps', type=int, default=10, help='timed steps after compiling (default 10)')
+  parser.add_argument('--json', action='store_true', help='print the measurements as JSON')
+  args, config = _parse(parser, argv)
+  from train.benchmark import benchmark_step, format_benchmark
+  result = benchmark_step(config, steps=args.steps)
+  print(json.dumps(result) if args.json else format_benchmark(result))
+  return 0
+
+
 def _check_writable(run_dir: Path) -> None:
   probe = run_dir
   while not probe.exists():
@@ -97,7 +110,7 @@ def _check_writable(run_dir: Path) -> None:
     raise UserError(f'cannot write to {probe}; choose another --run_dir or --config.run_root')
 
 
-VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info}
+VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info, 'bench': cmd_bench}
 
 
 def main(argv: list[str]) -> int:

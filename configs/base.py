@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- model: a decoder-only Transformer (models/transformer.py) ---
   m = c.model = ml_collections.ConfigDict()
   m.vocab_size = 256  # must be >= the tokenizer's vocabulary (checked at start)
+  m.vocab_pad_multiple = 1  # embedding rows rounded up to this (e.g. 128) so 'vocab' shards
   m.d_model = 256
   m.n_layers = 4
   m.n_heads = 4
@@ -86,9 +87,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  c.mesh.dcn_data = 1  # slices (multi-slice pods, GPU hosts) along 'data' over the slow network
 
-  # --- logical-to-mesh axis rules (sharding/rules.py) ---
+  # --- logical-to-mesh axis rules (sharding/rules.py has the table) ---
   c.sharding = ml_collections.ConfigDict()
-  c.sharding.rules = 'dp'  # dp | fsdp | tp | fsdp_tp | dp_fsdp_tp
+  c.sharding.rules = 'dp'  # dp | fsdp | dp_fsdp | tp | fsdp_tp | dp_fsdp_tp
+
+  # --- several processes (sharding/distributed.py) ---
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator = 'auto'  # 'auto': detect TPU pods/SLURM, else one process;
+  #                                     'none': one process; 'host:port': explicit
+  c.distributed.num_processes = 0  # 0: detect (with 'auto'); set it with an explicit address
+  c.distributed.process_id = -1  # -1: detect (with 'auto'); set it with an explicit address
+  c.distributed.timeout_s = 300  # give up (one clear line, exit 3) if peers do not join by then
 
   return c

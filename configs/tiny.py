@@ -18,7 +18,7 @@ def get_config():
   c.model.n_heads = 4
   c.model.max_len = 256
   c.data.seq_len = 256
-  c.train.steps = 600
+  c.train.steps = 400
   c.train.batch_size = 16
   c.train.eval_every = 100
   c.train.eval_batches = 8

@@ -48,7 +48,7 @@ def prepare(data_cfg, progress: bool = False) -> Path:
   corpus_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f'.{corpus_dir.name}.tmp-', dir=corpus_dir.parent))
   try:
-    _build(data_cfg, staging, progress)
+    _build(data_cfg, staging, corpus_dir.name, progress)
     return _publish(staging, corpus_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
@@ -75,7 +75,7 @@ def token_dtype(vocab_size: int) -> str:
   return 'uint16' if vocab_size <= 2**16 else 'uint32'
 
 
-def _build(data_cfg, out_dir: Path, progress: bool) -> None:
+def _build(data_cfg, out_dir: Path, corpus_name: str, progress: bool) -> None:
   source, field, fraction = data_cfg.source, data_cfg.text_field, data_cfg.validation_fraction
   names = [name for name, _ in _bar(iter_documents(source, field), progress, 'reading source')]
   held_out = validation_names(names, fraction)
@@ -94,12 +94,18 @@ def _build(data_cfg, out_dir: Path, progress: bool) -> None:
   for split in SPLITS:
     bar = _bar(documents(split), progress, f'tokenizing {split}', sizes[split])
     splits[split], unigrams[split] = _write_split(bar, tokenizer, out_dir / f'{split}.bin', dtype)
-  manifest = {
+  manifest = _manifest(data_cfg, corpus_name, tokenizer, dtype, splits, unigrams)
+  (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + '\n')
+
+
+def _manifest(data_cfg, fingerprint: str, tokenizer: Tokenizer, dtype: str, splits: dict,
+              unigrams: dict) -> dict:
+  return {
       'format_version': FORMAT_VERSION,
-      'fingerprint': out_dir.name,
-      'source': source,
-      'text_field': field,
-      'validation_fraction': float(fraction),
+      'fingerprint': fingerprint,
+      'source': data_cfg.source,
+      'text_field': data_cfg.text_field,
+      'validation_fraction': float(data_cfg.validation_fraction),
       'tokenizer': data_cfg.tokenizer,
       'tokenizer_name': tokenizer.name,
       'vocab_size': tokenizer.vocab_size,
@@ -111,7 +117,6 @@ def _build(data_cfg, out_dir: Path, progress: bool) -> None:
       'unigram_note': UNIGRAM_NOTE,
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
   }
-  (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + '\n')
 
 
 def _make_tokenizer(data_cfg, train_documents: Iterator[Document], train_size: int,

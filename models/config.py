@@ -17,6 +17,7 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 class TransformerConfig:
   """Shape and choices of a decoder-only Transformer. Zero means "derive the default"."""
   vocab_size: int = 256
+  vocab_pad_multiple: int = 1  # embedding/logit rows rounded up to a multiple of this
   d_model: int = 256
   n_layers: int = 4
   n_heads: int = 4
@@ -57,10 +58,16 @@ class TransformerConfig:
         d_ff = 4 * self.d_model
     return dataclasses.replace(self, n_kv_heads=n_kv_heads, head_dim=head_dim, d_ff=d_ff)
 
+  @property
+  def padded_vocab(self) -> int:
+    """Rows of the embedding and logits: vocab_size rounded up to vocab_pad_multiple."""
+    multiple = max(self.vocab_pad_multiple, 1)
+    return multiple * -(-self.vocab_size // multiple)
+
   def problems(self) -> list[str]:
     """Every inconsistency in the config, each as a one-line message naming the fix."""
     out = []
-    for name in ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'max_len'):
+    for name in ('vocab_size', 'vocab_pad_multiple', 'd_model', 'n_layers', 'n_heads', 'max_len'):
       if getattr(self, name) <= 0:
         out.append(f'model.{name}={getattr(self, name)} must be positive')
     choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),

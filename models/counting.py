@@ -30,16 +30,16 @@ def _layer_vector_params(cfg: TransformerConfig) -> int:
 def matmul_param_count(cfg: TransformerConfig) -> int:
   """Parameters used in matrix multiplies: blocks plus the logits projection."""
   cfg = cfg.derived()
-  return cfg.n_layers * _layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
+  return cfg.n_layers * _layer_matmul_params(cfg) + cfg.padded_vocab * cfg.d_model
 
 
 def param_count(cfg: TransformerConfig) -> int:
   """All trainable parameters, as `init` creates them."""
   cfg = cfg.derived()
   d = cfg.d_model
-  embeddings = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+  embeddings = cfg.padded_vocab * d * (1 if cfg.tie_embeddings else 2)
   if not cfg.tie_embeddings and cfg.use_bias:
-    embeddings += cfg.vocab_size  # lm_head bias
+    embeddings += cfg.padded_vocab  # lm_head bias
   positions = cfg.max_len * d if cfg.position == 'learned' else 0
   final_norm = d * (2 if cfg.norm == 'layernorm' and cfg.use_bias else 1)
   blocks = cfg.n_layers * (_layer_matmul_params(cfg) + _layer_vector_params(cfg))

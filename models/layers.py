@@ -43,8 +43,12 @@ class DenseGeneral(nn.Module):
     kernel = param_with_axes(self, 'kernel', init, self.in_shape + self.out_shape,
                              self.kernel_axes, self.cfg)
     n_in = len(self.in_shape)
-    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    y = jax.lax.dot_general(x.astype(kernel.dtype), kernel, (contract, ((), ())))
+    lead_shape = x.shape[:x.ndim - n_in]
+    # One 2-D matmul [rows, in] x [in, out]: XLA:CPU runs the weight gradient of a 3-D
+    # contraction about 2x slower than the same FLOPs as a plain matrix product.
+    x_2d = x.astype(kernel.dtype).reshape(int(np.prod(lead_shape)), int(np.prod(self.in_shape)))
+    kernel_2d = kernel.reshape(int(np.prod(self.in_shape)), int(np.prod(self.out_shape)))
+    y = (x_2d @ kernel_2d).reshape(lead_shape + self.out_shape)
     if self.cfg.use_bias:
       bias_axes = self.kernel_axes[n_in:]
       y = y + param_with_axes(self, 'bias', nn.initializers.zeros, self.out_shape, bias_axes,

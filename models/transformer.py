@@ -40,9 +40,12 @@ class Transformer(nn.Module):
   def __call__(self, tokens_BxL: jax.Array, deterministic: bool = True) -> jax.Array:
     cfg = self.cfg
     embed_init = nn.initializers.normal(cfg.init_std)
-    table_VxD = param_with_axes(self, 'embedding', embed_init, (cfg.vocab_size, cfg.d_model),
+    table_VxD = param_with_axes(self, 'embedding', embed_init, (cfg.padded_vocab, cfg.d_model),
                                 ('vocab', 'embed'), cfg)
-    x_BxLxD = jnp.take(table_VxD, tokens_BxL, axis=0)
+    # Look up in a table whole along 'embed' (as FSDP gathers any weight before use): a table
+    # split on both dims makes the SPMD partitioner replicate the looked-up activations.
+    lookup_VxD = nn.with_logical_constraint(table_VxD, ('vocab', None))
+    x_BxLxD = jnp.take(lookup_VxD, tokens_BxL, axis=0)
     if cfg.position == 'learned':
       positions_LxD = param_with_axes(self, 'position_embedding', embed_init,
                                       (cfg.max_len, cfg.d_model), (None, 'embed'), cfg)
@@ -64,12 +67,18 @@ class Transformer(nn.Module):
 
     x_BxLxD = Norm(cfg, name='final_norm')(x_BxLxD)
     if cfg.tie_embeddings:
-      logits_BxLxV = jnp.einsum('bld,vd->blv', x_BxLxD, table_VxD.astype(x_BxLxD.dtype))
+      batch, length = tokens_BxL.shape
+      x_NxD = x_BxLxD.reshape(batch * length, cfg.d_model)  # 2-D matmul: faster on XLA:CPU
+      logits_BxLxV = (x_NxD @ table_VxD.astype(x_NxD.dtype).T).reshape(batch, length, -1)
     else:
-      logits_BxLxV = DenseGeneral(cfg, (cfg.d_model,), (cfg.vocab_size,), ('embed', 'vocab'),
+      logits_BxLxV = DenseGeneral(cfg, (cfg.d_model,), (cfg.padded_vocab,), ('embed', 'vocab'),
                                   name='lm_head')(x_BxLxD)
     logits_BxLxV = nn.with_logical_constraint(logits_BxLxV, ('act_batch', 'act_length', 'act_vocab'))
-    return logits_BxLxV.astype(jnp.float32)
+    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+    if cfg.padded_vocab > cfg.vocab_size:  # padding rows never win: the loss is unchanged
+      is_real_V = jnp.arange(cfg.padded_vocab) < cfg.vocab_size
+      logits_BxLxV = jnp.where(is_real_V, logits_BxLxV, jnp.finfo(jnp.float32).min)
+    return logits_BxLxV
 
 
 def init_params(cfg: TransformerConfig, rng: jax.Array, seq_len: int):

@@ -199,6 +199,7 @@ def test_prepare_round_trip(tmp_path, tokenizer):
     assert counts['bytes'] == sum(len(text.encode()) for text in texts)
     assert loaded.decode(tokens) == separator.join(texts)
   assert 0 < manifest['unigram_bits_per_byte'] < 8
+  assert manifest['fingerprint'] == corpus_dir.name
   assert f"{manifest['splits']['train']['tokens']:,} tokens" in describe(manifest)
   assert [p.name for p in (tmp_path / 'cache').iterdir()] == [corpus_dir.name]
 
