@@ -1,9 +1,27 @@
-"""The one exception type for mistakes a user can fix (bad config value, missing file, ...).
+"""How a run ends: the exception types that stop it cleanly, and the exit code of each.
 
-Raise `UserError('what is wrong; how to fix it')` anywhere; `launch.py` prints the message on one
-line of stderr, without a traceback, and exits with status 2.
+Raise `UserError('what is wrong; how to fix it')` anywhere for a mistake a user can fix (bad
+config value, missing file, ...); `launch.py` prints the message on one line of stderr, without
+a traceback, and exits with status 2. `RunStopped` ends a run that stopped on purpose after
+saving what it had (preemption, non-finite losses) with its own exit code. The codes live here,
+in one place; README.md ("Resuming, preemption and exit codes") documents them.
 """
+
+EXIT_OK = 0
+EXIT_CRASH = 1  # an uncaught exception: a bug; Python's own status, never returned on purpose
+EXIT_USER_ERROR = 2  # UserError: fix the input and run again
+EXIT_PEERS_TIMEOUT = 3  # several processes: peers did not join within distributed.timeout_s
+EXIT_NONFINITE = 4  # too many consecutive non-finite steps; the last good checkpoint is kept
+EXIT_PREEMPTED = 75  # SIGTERM: checkpoint saved, run the same command to resume (EX_TEMPFAIL)
 
 
 class UserError(Exception):
   """A problem in the user's input, with a message that names the fix."""
+
+
+class RunStopped(Exception):
+  """The run stopped on purpose after saving its state; `exit_code` says why."""
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code

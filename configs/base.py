@@ -64,6 +64,15 @@ def get_config() -> ml_collections.ConfigDict:
   t.sample_tokens = 200  # generated at the end of the run (0: no sample)
   t.sample_prompt = 'def '
   t.sample_temperature = 0.8
+  t.max_consecutive_bad_steps = 10  # stop (exit 4) after this many updates in a row skipped for
+  #                                   a non-finite loss or gradient (0: never stop)
+
+  # --- checkpoints (train/checkpoint.py): <run_dir>/checkpoints/<step>/, resumed automatically ---
+  k = c.checkpoint = ml_collections.ConfigDict()
+  k.every = 100  # save every this many steps (0: only at the end and on SIGTERM)
+  k.keep = 3  # keep the newest this many checkpoints
+  k.keep_best = False  # also save at every evaluation and keep the lowest validation loss
+  k.async_save = True  # write in a background thread; the loop waits only for the copy to host
 
   # --- optimizer (train/optim.py) ---
   o = c.optim = ml_collections.ConfigDict()

@@ -1,1 +1,1 @@
-"""Device meshes and the rules that map logical axis names onto mesh axes."""
+"""Devices: the mesh, the rule sets mapping logical axes to it, multi-host start-up, reports."""

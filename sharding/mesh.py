@@ -44,7 +44,8 @@ def resolve_mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   per_slice = num_devices // dcn
   sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise UserError(f'mesh ({described}) has more than one -1; set all but one axis explicitly')
+    raise UserError(f'mesh ({described}) has more than one -1; set all but one axis of '
+                    'config.mesh explicitly')
   if any(s == 0 or s < -1 for s in sizes):
     raise UserError(f'mesh ({described}) has a size that is not positive or -1; fix config.mesh')
   known = math.prod(s for s in sizes if s != -1)
@@ -56,28 +57,29 @@ def resolve_mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
     sizes[sizes.index(-1)] = per_slice // known
   if math.prod(sizes) != per_slice:
     raise UserError(f'mesh ({described}) needs {math.prod(sizes) * dcn} devices but '
-                    f'{num_devices} are present; make data*fsdp*tensor*dcn_data equal '
-                    f'{num_devices} or use -1 for one axis')
+                    f'{num_devices} are present; set config.mesh so that data*fsdp*tensor*dcn_data '
+                    f'= {num_devices}, or -1 for one axis')
   return tuple(sizes)
 
 
-def _granule_key(device) -> int:
-  slice_index = getattr(device, 'slice_index', None)
-  return device.process_index if slice_index is None else slice_index
+def _granules(devices: Sequence, count: int) -> list[list]:
+  """The devices split into `count` slices by slice_index (TPU), else by process."""
+  for key in ('slice_index', 'process_index'):
+    groups = {}
+    for device in devices:
+      groups.setdefault(getattr(device, key, 0), []).append(device)
+    if len(groups) == count:
+      return [groups[k] for k in sorted(groups)]
+  raise UserError(f'mesh.dcn_data={count} but the devices do not form {count} slices (by '
+                  'slice_index, nor by process); set config.mesh.dcn_data to the slice count')
 
 
 def device_grid(shape: Sequence[int], devices: Sequence, dcn_data: int = 1) -> np.ndarray:
   """Devices arranged as (dcn_data * data, fsdp, tensor), slice by slice along 'data'."""
   if dcn_data == 1:
     return mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-  granules = {}
-  for device in devices:
-    granules.setdefault(_granule_key(device), []).append(device)
-  if len(granules) != dcn_data:
-    raise UserError(f'mesh.dcn_data={dcn_data} but the devices form {len(granules)} slices '
-                    '(by slice_index, else by process); set config.mesh.dcn_data to that')
-  blocks = [mesh_utils.create_device_mesh(shape, granules[key], allow_split_physical_axes=True)
-            for key in sorted(granules)]
+  blocks = [mesh_utils.create_device_mesh(shape, granule, allow_split_physical_axes=True)
+            for granule in _granules(devices, dcn_data)]
   return np.concatenate(blocks, axis=0)
 
 

@@ -96,9 +96,15 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   for name in ('steps', 'batch_size', 'grad_accum_steps', 'log_every', 'eval_batches'):
     if t[name] <= 0:
       problems.append(f'train.{name}={t[name]} must be positive')
-  for name in ('eval_every', 'patience', 'sample_tokens'):
+  for name in ('eval_every', 'patience', 'sample_tokens', 'max_consecutive_bad_steps'):
     if t[name] < 0:
       problems.append(f'train.{name}={t[name]} must be zero or positive')
+  if 'checkpoint' in config:
+    if config.checkpoint.every < 0:
+      problems.append(f'checkpoint.every={config.checkpoint.every} must be zero (only at the '
+                      'end) or positive')
+    if config.checkpoint.keep < 1:
+      problems.append(f'checkpoint.keep={config.checkpoint.keep} must be at least 1')
   if t.batch_size > 0 and t.grad_accum_steps > 0 and t.batch_size % t.grad_accum_steps:
     problems.append(f'train.batch_size={t.batch_size} is not divisible by '
                     f'train.grad_accum_steps={t.grad_accum_steps}')

@@ -3,44 +3,39 @@
 It dispatches step N+1 before reading step N's metrics back to the host, evaluates on the
 validation split every `train.eval_every` steps, stops early after `train.patience` evaluations
 without improvement, and ends with a summary, a loss plot and a generated sample.
+
+A run directory holds one run: starting in one that has checkpoints resumes from the newest that
+restores (train/run_dir.py refuses a directory of another config). Checkpoints are saved every
+`checkpoint.every` steps, at the end and on SIGTERM (then the run exits with EXIT_PREEMPTED).
+Updates with a non-finite loss or gradient are skipped by the step itself; after
+`train.max_consecutive_bad_steps` of them in a row the run stops with EXIT_NONFINITE, saving
+nothing during the streak so the last good checkpoint stays the newest.
 """
 
 import math
+import sys
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
+from errors import EXIT_NONFINITE, EXIT_PREEMPTED, RunStopped
 from models.counting import flops_per_token
+from train import checkpoint
+from train.evaluation import LN2, bits_per_byte, evaluate, sample_text  # noqa: F401 (re-exported)
 from train.hardware import measured_peak_flops
-from train.metrics import MetricsWriter
+from train.metrics import MetricsWriter, read_metrics
 from train.plots import plot_losses
+from train.preemption import Preemption
 from train.progress import Progress, format_seconds
-from train.sample import generate
+from train.run_dir import check_run_dir, write_run_config
 from train.setup import Experiment, build_experiment
-
-LN2 = math.log(2.0)
-
-
-def bits_per_byte(nats_per_token: float, split_counts: dict) -> float:
-  """Converts a loss in nats/token to bits per UTF-8 byte of the split's text."""
-  return nats_per_token / LN2 * split_counts['tokens'] / max(split_counts['bytes'], 1)
-
-
-def evaluate(exp: Experiment, eval_fn, params) -> float:
-  """Mean validation loss (nats/token) over the fixed evaluation batches."""
-  losses = [eval_fn(params, batch) for batch in exp.eval_batches()]
-  return float(np.mean(jax.device_get(losses)))
-
-
-def write_run_config(run_dir: Path, config) -> None:
-  (run_dir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
 
 
 class _EarlyStopping:
-  def __init__(self, patience: int):
-    self.patience, self.best, self.bad_evals = patience, math.inf, 0
+  def __init__(self, patience: int, best: float | None = None, bad_evals: int = 0):
+    self.patience, self.bad_evals = patience, bad_evals
+    self.best = math.inf if best is None else best
 
   def should_stop(self, validation_loss: float) -> bool:
     if validation_loss < self.best:
@@ -50,34 +45,75 @@ class _EarlyStopping:
     return self.patience > 0 and self.bad_evals >= self.patience
 
 
+def _start_state(exp: Experiment, manager, loop_state: dict):
+  """(state, shardings, step): resumed from the newest good checkpoint, else initialised.
+  `loop_state` is filled from the checkpoint's meta item."""
+  abstract, shardings = exp.abstract_state()
+  state, step, message = checkpoint.restore_latest(manager, abstract, move_damaged=True)
+  if state is not None and not message:
+    message = f'resumed from checkpoint step {step} in {manager.directory}'
+  if message and jax.process_index() == 0:
+    print(message, file=sys.stderr, flush=True)
+  if state is None:
+    state, shardings = exp.init_state()
+    return state, shardings, 0
+  loop_state.update(checkpoint.read_meta(manager, step).get('loop', {}))
+  return state, shardings, step
+
+
+def _nonfinite_message(bad_streak: int, last_bad: int, manager) -> str:
+  last_good = manager.latest_step()
+  kept = (f'the last good checkpoint is step {last_good} in {manager.directory}'
+          if last_good is not None else 'no checkpoint was saved before them')
+  return (f'{bad_streak} updates in a row (the last at step {last_bad}) had a non-finite loss '
+          f'or gradient and were skipped; {kept}; lower optim.lr or check the data, in a new '
+          '--run_dir')
+
+
 def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
-  """Trains per `config`, writing everything into `run_dir`; returns the summary dict."""
+  """Trains per `config`, writing everything into `run_dir`; returns the summary dict.
+
+  Resumes from the run directory's newest good checkpoint. Raises `RunStopped` when stopped by
+  SIGTERM (after saving) or by non-finite losses (keeping the last good checkpoint).
+  """
   is_main = jax.process_index() == 0
-  exp = build_experiment(config, progress=progress_enabled)
-  run_dir.mkdir(parents=True, exist_ok=True)
+  exp = build_experiment(config, progress=progress_enabled)  # input mistakes first
   if is_main:
-    write_run_config(run_dir, config)
-  t = config.train
-  writer = MetricsWriter(run_dir, enabled=is_main)
+    for note in exp.layout.notes:  # where the rule set fell back (a dim that does not divide)
+      print(f'sharding: {note}', file=sys.stderr, flush=True)
+  check_run_dir(run_dir, config)  # then whose directory this is, before writing anything there
+  run_dir.mkdir(parents=True, exist_ok=True)
+  t, ckpt = config.train, config.checkpoint
+  manager = checkpoint.open_manager(checkpoint.checkpoint_dir(run_dir), ckpt)
   tokens_per_step = t.batch_size * config.data.seq_len
   flops_per_step = flops_per_token(exp.model_cfg, config.data.seq_len) * tokens_per_step
   peak_flops = measured_peak_flops() * jax.device_count()
+  loop_state = {}
 
-  with exp.mesh_context():
-    state, shardings = exp.init_state()
+  with exp.mesh_context(), Preemption(manager) as preemption:
+    state, shardings, start_step = _start_state(exp, manager, loop_state)
+    if is_main:
+      write_run_config(run_dir, config)
+    writer = MetricsWriter(run_dir, enabled=is_main, resume_step=start_step)
     train_fn = exp.jit_train_step(shardings)
     eval_fn = exp.jit_eval_step(shardings)
-    start_step = int(state.step)
     progress = Progress(start_step, t.steps, t.log_every, enabled=progress_enabled and is_main)
-    early = _EarlyStopping(t.patience)
+    early = _EarlyStopping(t.patience, loop_state.get('best_validation_loss'),
+                           loop_state.get('bad_evals', 0))
+    bad_streak = loop_state.get('bad_step_streak', 0)  # updates skipped in a row
+    last_bad = None  # the last of them
     run_start = time.perf_counter()
     timed_start, timed_steps = None, 0  # throughput excludes the first (compiling) step
-    pending, last_loss, validation_loss = None, math.nan, math.nan
+    pending, validation_loss = None, math.nan
+    last_loss = next((float(r['loss']) for r in reversed(read_metrics(run_dir, 'train'))),
+                     math.nan)  # of the run so far, should no step be left to run
 
     def report(step, metrics):
-      nonlocal last_loss, timed_start, timed_steps
+      nonlocal last_loss, timed_start, timed_steps, bad_streak, last_bad
       metrics = jax.device_get(metrics)
       last_loss = float(metrics['loss'])
+      bad_streak = 0 if metrics['finite'] else bad_streak + 1
+      last_bad = last_bad if metrics['finite'] else step + 1
       if timed_start is None:
         timed_start = time.perf_counter()
       else:
@@ -90,27 +126,57 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
         writer.write('train', step + 1, {**metrics, 'tokens_per_s': tokens_per_s, 'mfu': mfu})
       return tokens_per_s, mfu
 
+    def save(step, validation_loss=None):
+      best = early.best if math.isfinite(early.best) else None
+      meta = checkpoint.make_meta(config, step, {'best_validation_loss': best,
+                                                 'bad_evals': early.bad_evals,
+                                                 'bad_step_streak': bad_streak})
+      blocked_s = checkpoint.save(manager, state, meta, validation_loss)
+      writer.write('checkpoint', step, {'blocked_s': blocked_s})
+
+    def stop(message, exit_code):
+      manager.close()  # waits for a save in flight
+      progress.close()
+      writer.close()
+      raise RunStopped(message, exit_code)
+
     tokens_per_s = mfu = 0.0
     for step in range(start_step, t.steps):
       state, metrics = train_fn(state, exp.train_batch(step))
       if pending is not None:
         tokens_per_s, mfu = report(*pending)
-      pending = (step, metrics)
-      is_eval_step = t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.steps
-      if is_eval_step:
+      pending, done = (step, metrics), step + 1
+      is_eval_step = t.eval_every and done % t.eval_every == 0 and done < t.steps
+      is_save_step = ((ckpt.every and done % ckpt.every == 0 and done < t.steps)
+                      or (ckpt.keep_best and is_eval_step))
+      preempted = preemption.requested(done)
+      if is_eval_step or is_save_step or preempted:
         tokens_per_s, mfu = report(*pending)
         pending = None
+      if t.max_consecutive_bad_steps and bad_streak >= t.max_consecutive_bad_steps:
+        stop(_nonfinite_message(bad_streak, last_bad, manager), EXIT_NONFINITE)
+      stop_early = False
+      if is_eval_step:
         validation_loss = evaluate(exp, eval_fn, state.params)
-        writer.write('eval', step + 1, {'loss': validation_loss})
-        progress.message(f'step {step + 1}: validation loss {validation_loss:.4f} nats/token')
-        if early.should_stop(validation_loss):
-          progress.message(f'early stopping: no improvement in {t.patience} evaluations')
-          break
+        writer.write('eval', done, {'loss': validation_loss})
+        progress.message(f'step {done}: validation loss {validation_loss:.4f} nats/token')
+        stop_early = early.should_stop(validation_loss)
+      if preempted or (is_save_step and bad_streak == 0):
+        save(done, validation_loss if is_eval_step else None)
+      if preempted:
+        stop(f'preempted (SIGTERM) at step {done}: checkpoint saved in {manager.directory}; '
+             'run the same command again to resume', EXIT_PREEMPTED)
+      if stop_early:
+        progress.message(f'early stopping: no improvement in {t.patience} evaluations')
+        break
     if pending is not None:
       tokens_per_s, mfu = report(*pending)
     final_step = int(state.step)
     validation_loss = evaluate(exp, eval_fn, state.params)
     writer.write('eval', final_step, {'loss': validation_loss})
+    if final_step not in manager.all_steps():
+      save(final_step, validation_loss)
+    manager.close()  # waits for the last save
     progress.close()
 
   wall = time.perf_counter() - run_start
@@ -139,13 +205,6 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       (run_dir / 'sample.txt').write_text(summary['sample'])
   writer.close()
   return summary
-
-
-def sample_text(exp: Experiment, params, prompt: str, n_tokens: int, temperature: float,
-                seed: int) -> str:
-  ids = generate(params, exp.model, exp.tokenizer.encode(prompt), n_tokens, temperature, seed,
-                 window=exp.config.data.seq_len)
-  return exp.tokenizer.decode(ids)
 
 
 def format_summary(summary: dict, run_dir: Path) -> str:

@@ -18,7 +18,7 @@ from data.manifest import load_manifest
 from data.prepare import prepare
 from data.tokenizers import Tokenizer, load_tokenizer
 from errors import UserError
-from train.parallel import Layout, build_layout, jit_train_step
+from train.parallel import Layout, abstract_state, build_layout, jit_train_step
 from train.state import TrainState, create_state
 from train.step import eval_step
 
@@ -62,6 +62,10 @@ class Experiment:
                                     self.config.data.seq_len, jax.process_index(),
                                     jax.process_count()):
       yield self.global_batch(rows)
+
+  def abstract_state(self) -> tuple[TrainState, TrainState]:
+    """(state as ShapeDtypeStructs carrying their shardings, the shardings): a restore target."""
+    return abstract_state(self.layout, self.config.seed, self.config.data.seq_len)
 
   def init_state(self) -> tuple[TrainState, TrainState]:
     return create_state(self.model_cfg, self.layout.tx, self.config.seed, self.config.data.seq_len,

@@ -71,7 +71,7 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
       opt_state=keep(new_opt_state, state.opt_state),
       skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step),
-             'finite': finite}
+             'finite': finite, 'skipped_steps': new_state.skipped_steps}
   return new_state, metrics
 
 

@@ -1,0 +1,176 @@
+"""Runs a few optimizer steps of tiny models under given meshes and rule sets; prints JSON.
+
+    python tests/sharding_worker.py --devices 8 --jobs '[{"model": "gpt2", "rules": "fsdp",
+        "mesh": [1, 8, 1]}, ...]' [--out DIR] [--coordinator 127.0.0.1:PORT --num_processes 2
+        --process_id 0]
+
+Each job builds its state with `train/state.py`, its step with `train/parallel.py`, and feeds
+the same synthetic batches (no data pipeline), each process its own rows of the global batch.
+The first job of each model and optimizer is their reference: the line printed for every job
+holds its losses, the largest parameter difference from the reference (param_diff) and from its
+own initial parameters (param_change), relative to that parameter's largest entry. With
+--out, job i's final parameters are also written to DIR/params_i.npz (process 0 only). With
+--report, each job's step is only compiled and `train/memory_report.py`'s report printed.
+The multi-device tests start it in a subprocess so that XLA_FLAGS is set before jax starts.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+STEPS = 3
+BATCH = 8
+SEQ_LEN = 16
+
+MODELS = {
+    # GPT-2 style: LayerNorm, learned positions, GELU, biases, tied embeddings; the vocabulary
+    # (100) divides no tensor axis unless padded (vocab_pad_multiple=8 makes it 104).
+    'gpt2': dict(vocab_size=100, vocab_pad_multiple=8, d_model=32, n_layers=2, n_heads=8,
+                 d_ff=128, max_len=SEQ_LEN, norm='layernorm', position='learned', mlp='gelu',
+                 use_bias=True, tie_embeddings=True),
+    # Llama style: RMSNorm, rotary, SwiGLU, untied, grouped-query attention with 2 KV heads
+    # (fewer than a tensor axis of 4 or 8: replicated), unpadded vocabulary, scanned layers.
+    'llama': dict(vocab_size=100, d_model=32, n_layers=2, n_heads=8, n_kv_heads=2, d_ff=64,
+                  max_len=SEQ_LEN, norm='rmsnorm', position='rope', mlp='swiglu',
+                  use_bias=False, tie_embeddings=False, scan_layers=True),
+}
+
+
+def tiny_config(model: str, rules: str = 'dp', mesh=(1, 1, 1), dcn_data: int = 1, **train):
+  """The base config with a tiny model, a constant lr and the given mesh and rule set."""
+  from configs.base import get_config
+  config = get_config()
+  config.model.update(MODELS[model])
+  config.data.seq_len = SEQ_LEN
+  config.train.update(dict(batch_size=BATCH, steps=100, **train))
+  # Heavy-ball momentum: its trace is sharded optimizer state, and unlike Adam it keeps
+  # round-off small where the true gradient is zero; clipping (global norm) is active.
+  config.optim.update(dict(name='momentum', schedule='constant', warmup_steps=0, lr=0.5,
+                           clip_norm=0.5, weight_decay=0.1))
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
+  config.mesh.dcn_data = dcn_data
+  config.sharding.rules = rules
+  return config
+
+
+def synthetic_batches(vocab_size: int, steps: int = STEPS):
+  """Fixed batches of a learnable sequence: token t+1 = (3 t + 1) mod vocab, random starts."""
+  import numpy as np
+  rng = np.random.default_rng(1234)
+  batches = []
+  for _ in range(steps):
+    tokens = np.zeros((BATCH, SEQ_LEN + 1), np.int32)
+    tokens[:, 0] = rng.integers(0, vocab_size, BATCH)
+    for t in range(SEQ_LEN):
+      tokens[:, t + 1] = (3 * tokens[:, t] + 1) % vocab_size
+    batches.append(tokens)
+  return batches
+
+
+def run_job(job: dict, devices, initial_state=None):
+  """(losses, final params, notes, initial state) of `job` on `devices`, fed process by process.
+
+  The state is initialised sharded (`create_state`) unless `initial_state` (a tree of numpy
+  arrays) is given and the job says "init": "put": then it is put onto the job's shardings.
+  """
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+  from train.parallel import abstract_state, build_layout, jit_train_step
+  from train.state import create_state
+  config = tiny_config(job['model'], job['rules'], tuple(job['mesh']), job.get('dcn_data', 1),
+                       **job.get('train', {}))
+  config.optim.update(job.get('optim', {}))
+  layout = build_layout(config, devices)
+  if initial_state is not None and job.get('init') == 'put':
+    _, shardings = abstract_state(layout, config.seed, SEQ_LEN)
+    state = jax.device_put(initial_state, shardings)
+  else:
+    state, shardings = create_state(layout.model_cfg, layout.tx, config.seed, SEQ_LEN,
+                                    layout.mesh, layout.rules)
+  initial = _to_numpy(state)
+  rows = BATCH // jax.process_count()
+  first = jax.process_index() * rows
+  losses = []
+  with layout.context():
+    step = jit_train_step(layout, shardings, config.train.grad_accum_steps)
+    for tokens in synthetic_batches(config.model.vocab_size):
+      batch = jax.make_array_from_process_local_data(
+          layout.batch_sharding, tokens[first:first + rows], tokens.shape)
+      state, metrics = step(state, batch)
+      losses.append(float(metrics['loss']))
+  return losses, _to_numpy(state.params), layout.notes, initial
+
+
+def _to_numpy(tree):
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, tree)
+
+
+def max_relative_diff(params, reference) -> float:
+  """The largest |a - b| of any leaf over that leaf's largest |b| (at least 0.01, so that a
+  leaf whose true gradient is zero, like a key bias, is not judged on its round-off)."""
+  import jax
+  import numpy as np
+  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-2)),
+                       params, reference)
+  return max(jax.tree.leaves(diffs))
+
+
+def main(argv):
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--devices', type=int, default=8, help='simulated CPU devices per process')
+  parser.add_argument('--jobs', required=True, help='JSON list of {model, rules, mesh, ...}')
+  parser.add_argument('--out', default=None)
+  parser.add_argument('--report', action='store_true',
+                      help="print each job's compiled memory and collectives report instead")
+  parser.add_argument('--coordinator', default='none')
+  parser.add_argument('--num_processes', type=int, default=0)
+  parser.add_argument('--process_id', type=int, default=-1)
+  parser.add_argument('--timeout_s', type=float, default=60)
+  args = parser.parse_args(argv)
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             f' --xla_force_host_platform_device_count={args.devices}'
+                             ' --xla_backend_optimization_level=0'  # compiles about 2x faster
+                             ' --xla_llvm_disable_expensive_passes=true')
+  import jax
+  import ml_collections
+  import numpy as np
+  from sharding import distributed
+  distributed.initialize(ml_collections.ConfigDict(dict(
+      coordinator=args.coordinator, num_processes=args.num_processes,
+      process_id=args.process_id, timeout_s=args.timeout_s)))
+  if args.report:
+    from train.memory_report import build_report
+    for job in json.loads(args.jobs):
+      config = tiny_config(job['model'], job['rules'], tuple(job['mesh']))
+      print(json.dumps(dict(job, **build_report(config))), flush=True)
+    return
+  references = {}  # (model, optimizer) -> (final params, initial state) of its first job
+  for index, job in enumerate(json.loads(args.jobs)):
+    count = int(np.prod(job['mesh'])) * job.get('dcn_data', 1)
+    key = (job['model'], json.dumps(job.get('optim', {}), sort_keys=True))
+    reference = references.get(key)
+    losses, params, notes, initial = run_job(job, jax.devices()[:count],
+                                             reference and reference[1])
+    reference = references.setdefault(key, (params, initial))
+    if args.out and jax.process_index() == 0:
+      flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): value
+              for path, value in jax.tree_util.tree_flatten_with_path(params)[0]}
+      np.savez(os.path.join(args.out, f'params_{index}.npz'), **flat)
+    if jax.process_index() == 0:
+      print(json.dumps(dict(job, losses=losses, param_diff=max_relative_diff(params, reference[0]),
+                            param_change=max_relative_diff(params, initial.params),
+                            notes=notes)), flush=True)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -1,0 +1,79 @@
+"""Starting runs on clusters: `launch.py pod` commands and `jax.distributed` arguments.
+
+Nothing here contacts a cluster: the pod launcher is checked through --dry_run, and the
+distributed set-up through the arguments it would pass (the real joining of processes is
+test_multihost.py).
+"""
+
+import shlex
+
+import ml_collections
+import pytest
+
+import launch
+from errors import UserError
+from sharding import distributed, pod
+
+
+def test_pod_dry_run_prints_the_exact_gcloud_command(capsys):
+  code = launch.main(['pod', '--tpu', 'my-v4-32', '--zone', 'us-central2-b', '--project', 'lab',
+                      '--dry_run', '--env', 'WANDB_MODE=off', '--', 'train', '--config',
+                      'configs/gpt2_small.py', "--config.name=it's mine"])
+  assert code == 0
+  printed = capsys.readouterr().out.strip()
+  argv = shlex.split(printed)
+  assert argv[:9] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'my-v4-32',
+                      '--zone=us-central2-b', '--project=lab', '--worker=all']
+  remote = argv[9].removeprefix('--command=')
+  assert remote.startswith('cd main && WANDB_MODE=off python3 launch.py train')
+  # The worker's shell sees the same words we were given.
+  assert shlex.split(remote)[-4:] == ['train', '--config', 'configs/gpt2_small.py',
+                                      "--config.name=it's mine"]
+
+
+def test_pod_needs_a_command_and_valid_env():
+  with pytest.raises(UserError, match='after --'):
+    launch.cmd_pod(['--tpu', 'x', '--zone', 'z'])
+  with pytest.raises(UserError, match='needs a command'):
+    pod.remote_command([], 'main')
+  with pytest.raises(UserError, match='is not NAME=VALUE'):
+    pod.remote_command(['train'], 'main', env=['1X=2'])
+  assert launch.main(['pod', '--zone', 'z', '--', 'train']) == 2  # --tpu is required
+
+
+def _dist(coordinator='auto', num_processes=0, process_id=-1, timeout_s=300):
+  return ml_collections.ConfigDict(dict(coordinator=coordinator, num_processes=num_processes,
+                                        process_id=process_id, timeout_s=timeout_s))
+
+
+def _no_cluster(monkeypatch):
+  for name in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
+               'SLURM_LOCALID', 'OMPI_MCA_orte_hnp_uri', 'TPU_WORKER_HOSTNAMES'):
+    monkeypatch.delenv(name, raising=False)
+
+
+def test_single_process_unless_asked_or_detected(monkeypatch):
+  _no_cluster(monkeypatch)
+  assert distributed._arguments(_dist('none')) is None
+  assert distributed._arguments(_dist('auto')) is None
+  assert distributed.initialize(_dist('auto')) is False
+
+
+def test_slurm_is_detected(monkeypatch):
+  _no_cluster(monkeypatch)
+  for name, value in (('SLURM_JOB_ID', '7'), ('SLURM_STEP_NODELIST', 'node[1-2]'),
+                      ('SLURM_NTASKS', '2'), ('SLURM_PROCID', '1'), ('SLURM_LOCALID', '0')):
+    monkeypatch.setenv(name, value)
+  assert distributed.detected_cluster() == ('slurm', 2)
+  assert distributed._arguments(_dist('auto')) == {}  # jax reads the rest from SLURM
+  monkeypatch.setenv('SLURM_NTASKS', '1')
+  assert distributed._arguments(_dist('auto')) is None
+
+
+def test_explicit_coordinator_needs_count_and_id():
+  assert distributed._arguments(_dist('10.0.0.2:8476', 4, 3)) == dict(
+      coordinator_address='10.0.0.2:8476', num_processes=4, process_id=3)
+  with pytest.raises(UserError, match='0 <= process_id < num_processes'):
+    distributed._arguments(_dist('10.0.0.2:8476', 2, 2))
+  with pytest.raises(UserError, match='HOST:PORT'):
+    distributed._arguments(_dist('10.0.0.2'))

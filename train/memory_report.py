@@ -1,0 +1,57 @@
+"""`launch.py memory`: what one train step of a config costs each device, without training.
+
+Compiles the step on the config's mesh (real devices, or simulated CPU devices with
+`launch.py memory --devices 8`), from abstract shapes only: no parameters are allocated and no
+corpus is prepared. Reports the per-device bytes of the parameters, optimizer state and batch
+(theory, from the shardings), `compiled.memory_analysis()`, and the collectives in the
+compiled program grouped by the mesh axes they run over.
+"""
+
+import jax
+
+from models.counting import param_count
+from sharding import report
+from sharding.mesh import mesh_shape_text
+from sharding.rules import describe
+from train.parallel import compile_train_step
+
+
+def build_report(config, devices=None) -> dict:
+  """A JSON-able dict: mesh, rules, notes, theory bytes, compiled bytes, collectives."""
+  compiled, layout, abstract = compile_train_step(config, devices)
+  batch = jax.ShapeDtypeStruct((config.train.batch_size, config.data.seq_len + 1), 'int32',
+                               sharding=layout.batch_sharding)
+  other = (abstract.step, abstract.rng, abstract.skipped_steps)
+  parts = {name: (report.whole_bytes(tree), report.shard_bytes(tree))
+           for name, tree in (('params', abstract.params), ('opt_state', abstract.opt_state),
+                              ('other state', other), ('batch', batch))}
+  leaves = {'/'.join(str(getattr(k, 'key', k)) for k in path):
+            (report.whole_bytes(leaf), report.shard_bytes(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(abstract.params)[0]}
+  found = report.collectives(compiled.as_text(), layout.mesh)
+  return {
+      'config': config.name,
+      'rules': config.sharding.rules,
+      'mesh': {name: int(size) for name, size in layout.mesh.shape.items()},
+      'mesh_text': mesh_shape_text(layout.mesh),
+      'rule_table': describe(layout.rules),
+      'notes': layout.notes,
+      'parameters': param_count(layout.model_cfg),
+      'parts': parts,
+      'param_leaves': leaves,  # path -> (whole bytes, bytes on one device)
+      'memory': report.memory(compiled),
+      'collectives': [[c.op, list(c.axes), c.bytes, c.name] for c in found],
+  }
+
+
+def format_report(result: dict) -> str:
+  """The report `launch.py memory` prints."""
+  found = [report.Collective(op, tuple(axes), size, name)
+           for op, axes, size, name in result['collectives']]
+  lines = [f"config {result['config']}: {result['parameters']:,} parameters",
+           f"mesh: {result['mesh_text']}",
+           f"sharding.rules={result['rules']}:",
+           *('  ' + line for line in result['rule_table'].splitlines()),
+           *(f'note: {note}' for note in result['notes']),
+           report.format_report(result['parts'], result['memory'], found)]
+  return '\n'.join(lines)

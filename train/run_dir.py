@@ -1,0 +1,145 @@
+"""The run directory's ownership rule: one directory, one run (one config, up to safe changes).
+
+`check_run_dir(run_dir, config)` compares the config a directory was made with (its
+`config.json`) to the new one. Only the keys in `SAFE_TO_CHANGE` may differ: how long to train,
+how often to log, evaluate and checkpoint, where things live, how the devices are laid out.
+Any other difference (model width, vocabulary, data, seed, optimizer ...) would silently mix two
+runs, so it is a `UserError` that names the keys and the fix; nothing in the directory is
+touched before this check passes. `write_run_config` then records the new config atomically.
+`load_run_config` reads it back for `launch.py eval` and `sample`.
+"""
+
+import fnmatch
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import ml_collections
+
+from errors import UserError
+
+CONFIG_FILE = 'config.json'
+
+# Keys (fnmatch patterns over dotted names) that may change when a run is resumed.
+SAFE_TO_CHANGE = (
+    'name', 'run_root',
+    'train.steps', 'train.log_every', 'train.eval_every', 'train.eval_batches',
+    'train.patience', 'train.sample_*', 'train.max_consecutive_bad_steps',
+    'checkpoint.*',
+    'data.cache_dir',  # where prepared shards are cached, not what they hold
+    'mesh.*', 'sharding.*', 'distributed.*',  # layout only: the same numbers on any mesh
+    'model.remat',  # recomputation trades memory for time, same numbers
+)
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def is_safe_to_change(key: str) -> bool:
+  return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_TO_CHANGE)
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+  """Keys present in both configs whose values differ and that may not change on resume."""
+  old_flat, new_flat = _flatten(old), _flatten(new)
+  return sorted(key for key in old_flat.keys() & new_flat.keys()
+                if old_flat[key] != new_flat[key] and not is_safe_to_change(key))
+
+
+def read_config_json(run_dir: Path) -> dict | None:
+  path = Path(run_dir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    config = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f'{path} is unreadable ({type(e).__name__}); restore it, or use another '
+                    '--run_dir') from None
+  if not isinstance(config, dict):
+    raise UserError(f'{path} is not a config; restore it, or use another --run_dir')
+  return config
+
+
+def _as_plain(config) -> dict:
+  """The config as JSON would return it (tuples become lists, ...)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def check_run_dir(run_dir: Path, config) -> dict | None:
+  """UserError if `run_dir` belongs to another run; returns its previous config, if any."""
+  run_dir = Path(run_dir)
+  if run_dir.exists() and not run_dir.is_dir():
+    raise UserError(f'{run_dir} is a file, not a run directory; choose another --run_dir')
+  previous = read_config_json(run_dir)
+  if previous is None:
+    return None
+  differences = config_differences(previous, _as_plain(config))
+  if differences:
+    flat_old, flat_new = _flatten(previous), _flatten(_as_plain(config))
+    shown = ', '.join(f'{k}: {flat_old[k]!r} there, {flat_new[k]!r} now' for k in differences[:3])
+    more = f' and {len(differences) - 3} more' if len(differences) > 3 else ''
+    raise UserError(f'{run_dir} holds a run with another config ({shown}{more}); use another '
+                    f'--run_dir or --config.name, or delete {run_dir} to start over')
+  return previous
+
+
+def write_run_config(run_dir: Path, config) -> None:
+  """Writes config.json atomically (a crash never leaves half a file)."""
+  write_atomically(Path(run_dir) / CONFIG_FILE, config.to_json_best_effort(indent=2) + '\n')
+
+
+def write_atomically(path: Path, text: str) -> None:
+  handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+  try:
+    with os.fdopen(handle, 'w') as out:
+      out.write(text)
+    os.replace(temporary, path)
+  except BaseException:
+    Path(temporary).unlink(missing_ok=True)
+    raise
+
+
+def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
+  """The config of an existing run, on top of today's defaults (configs/base.py)."""
+  from configs.base import get_config  # pylint: disable=import-outside-toplevel
+  run_dir = Path(run_dir)
+  stored = read_config_json(run_dir)
+  if stored is None:
+    raise UserError(f'{run_dir} has no {CONFIG_FILE}; pass the directory of a training run '
+                    '(e.g. runs/tiny)')
+  config = get_config()
+  for key, value in _flatten(stored).items():
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if isinstance(node, ml_collections.ConfigDict) and leaf in node:
+      try:
+        node[leaf] = float(value) if isinstance(node[leaf], float) else value
+      except (TypeError, ValueError):
+        raise UserError(f'{run_dir / CONFIG_FILE}: {key}={value!r} does not fit this version '
+                        '(configs/base.py); fix the file or train again') from None
+  return config
+
+
+def check_writable(run_dir: Path) -> None:
+  """UserError unless `run_dir` can be created and written, tested by writing a probe file."""
+  probe = Path(run_dir).absolute()
+  while not probe.exists():
+    probe = probe.parent
+  if not probe.is_dir():
+    raise UserError(f'cannot create {run_dir}: {probe} is a file; choose another --run_dir '
+                    'or --config.run_root')
+  try:
+    tempfile.TemporaryFile(dir=probe).close()
+  except OSError as e:
+    raise UserError(f'cannot write to {probe} ({e.strerror}); choose another --run_dir or '
+                    '--config.run_root') from None
