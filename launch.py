@@ -191,19 +191,14 @@ def cmd_pod(argv: list[str]) -> int:
   parser.add_argument('--python', default='python3', help='interpreter on the workers')
   parser.add_argument('--env', action='append', default=[], help='NAME=VALUE set for the command')
   parser.add_argument('--dry_run', action='store_true', help='print the command, run nothing')
-  own, verb_args = _split_at_dashes(argv)
-  args = parser.parse_args(own)
+  cut = argv.index('--') if '--' in argv else len(argv)
+  args, verb_args = parser.parse_args(argv[:cut]), argv[cut + 1:]
+  if not verb_args:
+    raise UserError('launch.py pod: put the command after --, e.g. -- train --config configs/x.py')
   from sharding import pod
   remote = pod.remote_command(verb_args, args.workdir, args.python, args.env)
   command = pod.gcloud_command(args.tpu, args.zone, remote, args.project, args.worker)
   return pod.run(command, args.dry_run)
-
-
-def _split_at_dashes(argv: list[str]):
-  if '--' not in argv:
-    raise UserError('launch.py pod: put the command after --, e.g. -- train --config configs/x.py')
-  cut = argv.index('--')
-  return argv[:cut], argv[cut + 1:]
 
 
 VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info, 'bench': cmd_bench,

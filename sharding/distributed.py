@@ -20,9 +20,8 @@ import threading
 
 import jax
 
-from errors import UserError
+from errors import EXIT_PEERS_TIMEOUT, UserError
 
-EXIT_PEERS_MISSING = 3
 _GRACE_S = 30  # the runtime's own deadline comes this much after ours
 
 
@@ -68,7 +67,7 @@ def _watchdog(timeout_s: float, what: str) -> threading.Timer:
           '(same coordinator and num_processes, each its own process_id), check that process 0 '
           'is reachable at the address, or raise distributed.timeout_s', file=sys.stderr,
           flush=True)
-    os._exit(EXIT_PEERS_MISSING)  # pylint: disable=protected-access
+    os._exit(EXIT_PEERS_TIMEOUT)  # pylint: disable=protected-access
   timer = threading.Timer(timeout_s, give_up)
   timer.daemon = True
   return timer
@@ -92,6 +91,9 @@ def initialize(dist_cfg) -> bool:
   timer.start()
   try:
     jax.distributed.initialize(**arguments, initialization_timeout=int(timeout_s) + _GRACE_S)
+  except (RuntimeError, ValueError) as e:
+    reason = ' '.join(str(e).split())[:200]
+    raise UserError(f'{what} could not join the others ({reason}); check config.distributed') from e
   finally:
     timer.cancel()
   return True

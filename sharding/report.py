@@ -96,8 +96,11 @@ def _explicit_groups(text: str) -> np.ndarray | None:
   return np.array([[int(x) for x in row.split(',')] for row in rows])
 
 
-def replica_groups(line: str) -> np.ndarray | None:
-  """The device-id groups of a collective's HLO line (None if absent or not understood)."""
+def replica_groups(line: str) -> np.ndarray | str | None:
+  """The device-id groups of a collective's HLO line, one per row; 'all' for a single group of
+  every device (`replica_groups={}`); None if absent or not understood."""
+  if 'replica_groups={}' in line:
+    return 'all'
   match = re.search(r"replica_groups=(\{\{.*?\}\}|mesh\[.*?\}|\[[\d,]+\]<=\S+)", line)
   if match is None:
     pairs = re.search(r'source_target_pairs=(\{.*?\}\})', line)
@@ -111,10 +114,12 @@ def replica_groups(line: str) -> np.ndarray | None:
 
 
 def group_axes(groups: np.ndarray | None, mesh: jax.sharding.Mesh) -> tuple[str, ...]:
-  """The mesh axes along which the members of each group differ."""
+  """The mesh axes along which the members of each group differ ('all' groups: every device)."""
+  shape = mesh.devices.shape
+  if isinstance(groups, str) and groups == 'all':
+    groups = np.arange(math.prod(shape))[None]
   if groups is None:
     return ('?',)
-  shape = mesh.devices.shape
   coords = np.stack(np.unravel_index(groups, shape), axis=-1)  # [groups, members, axes]
   varies = (coords != coords[:, :1]).any(axis=(0, 1))
   return tuple(name for name, v in zip(mesh.axis_names, varies) if v) or ('none',)

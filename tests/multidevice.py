@@ -49,6 +49,17 @@ def finish(process: subprocess.Popen, timeout_s: float) -> tuple[int, list[dict]
   return process.returncode, lines, err
 
 
+def finish_all(processes: list[subprocess.Popen], timeout_s: float) -> list[tuple]:
+  """`finish` for each; if one fails to finish, the others are killed and reaped too."""
+  try:
+    return [finish(process, timeout_s) for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
 def run(script: str, *args: str, timeout_s: float = 300) -> list[dict]:
   """Runs a worker to the end and returns its JSON lines; fails the test if it fails."""
   code, lines, err = finish(start(script, *args), timeout_s)

@@ -37,12 +37,12 @@ def test_two_processes_match_one(tmp_path):
   workers = [multidevice.start('sharding_worker.py', '--devices', '4', '--jobs',
                                multidevice.jobs_arg(MULTI), '--out', str(multi_dir),
                                *_distributed_args(port, index)) for index in (0, 1)]
-  single = multidevice.run('sharding_worker.py', '--devices', '8', '--jobs',
-                           multidevice.jobs_arg(SINGLE), '--out', str(single_dir))
-  results = [multidevice.finish(worker, timeout_s=240) for worker in workers]
-  for index, (code, _, err) in enumerate(results):
-    assert code == 0, f'process {index} exited with {code}:\n{err[-3000:]}'
-  multi = results[0][1]
+  workers.append(multidevice.start('sharding_worker.py', '--devices', '8', '--jobs',
+                                   multidevice.jobs_arg(SINGLE), '--out', str(single_dir)))
+  results = multidevice.finish_all(workers, timeout_s=240)
+  for who, (code, _, err) in zip(('process 0', 'process 1', 'single'), results):
+    assert code == 0, f'{who} exited with {code}:\n{err[-3000:]}'
+  multi, single = results[0][1], results[2][1]
   assert results[1][1] == []  # only process 0 reports
   assert len(multi) == len(single) == 2
   for one, two in zip(single, multi):
@@ -100,7 +100,7 @@ def test_launch_train_on_two_processes_logs_once_and_matches_one(tmp_path):
       _train_command(tmp_path / 'multi', corpus, *joined, f'--config.distributed.process_id={i}'),
       devices=4) for i in (0, 1)]
   single = multidevice.start_command(_train_command(tmp_path / 'single', corpus), devices=8)
-  outputs = [multidevice.finish(p, timeout_s=240) for p in (*multi, single)]
+  outputs = multidevice.finish_all([*multi, single], timeout_s=240)
   for (code, _, err), who in zip(outputs, ('process 0', 'process 1', 'single')):
     assert code == 0, f'{who} exited with {code}:\n{err[-3000:]}'
   assert 'train loss' in multi[0].stdout_text

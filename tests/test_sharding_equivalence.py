@@ -46,12 +46,10 @@ def results():
   workers = {model: multidevice.start('sharding_worker.py', '--devices', '8', '--jobs',
                                       multidevice.jobs_arg(_jobs(model, meshes)))
              for model, meshes in PLANS.items()}
-  out = {}
-  for model, worker in workers.items():
-    code, lines, err = multidevice.finish(worker, timeout_s=400)
+  finished = dict(zip(workers, multidevice.finish_all(list(workers.values()), timeout_s=400)))
+  for model, (code, _, err) in finished.items():
     assert code == 0, f'{model} worker failed:\n{err[-3000:]}'
-    out[model] = lines
-  return out
+  return {model: lines for model, (_, lines, _) in finished.items()}
 
 
 def _reference(lines, job):

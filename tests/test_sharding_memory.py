@@ -162,3 +162,9 @@ def test_replica_groups_are_named_by_mesh_axes(groups, shape, axes):
   [found] = report.collectives(line, _fake_mesh(shape))
   assert found == report.Collective('all-reduce', axes, 64 * 32 * 4 + 8 * 2,
                                     'jit(train_step)/layer_0/attn/out/dot_general')
+
+
+def test_empty_replica_groups_mean_every_device():
+  line = '%all-reduce.1 = f32[4]{0} all-reduce(%x), replica_groups={}, to_apply=%add'
+  [found] = report.collectives(line, _fake_mesh((2, 1, 4)))
+  assert found.axes == ('data', 'tensor') and found.bytes == 16

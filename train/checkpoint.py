@@ -24,6 +24,7 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -143,9 +144,11 @@ def _try_restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   except Exception as e:  # pylint: disable=broad-except  # any failure means damaged
     why = _one_line(e)
   finally:
-    for _ in range(10 if why else 1):
-      gc.collect()
-      time.sleep(0.05 if why else 0)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', RuntimeWarning)  # "coroutine ... was never awaited"
+      for _ in range(10 if why else 1):
+        gc.collect()
+        time.sleep(0.05 if why else 0)
     sys.unraisablehook = hook
   return None, why
 
@@ -222,7 +225,10 @@ def _as_manager(manager_or_dir) -> ocp.CheckpointManager:
   return open_manager(directory, read_only=True)
 
 
-def _one_line(error: Exception) -> str:
+def _one_line(error: BaseException) -> str:
+  """The root cause of `error` (e.g. tensorstore's 'OUT_OF_RANGE: ...') on one short line."""
+  while error.__cause__ is not None:
+    error = error.__cause__
   text = ' '.join(str(error).split()) or type(error).__name__
   return text if len(text) <= 160 else text[:157] + '...'
 

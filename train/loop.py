@@ -105,13 +105,14 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
     run_start = time.perf_counter()
     timed_start, timed_steps = None, 0  # throughput excludes the first (compiling) step
     pending, validation_loss = None, math.nan
+    window_losses = []  # train losses since the last logged record; the record holds their mean
     last_loss = next((float(r['loss']) for r in reversed(read_metrics(run_dir, 'train'))),
                      math.nan)  # of the run so far, should no step be left to run
 
     def report(step, metrics):
       nonlocal last_loss, timed_start, timed_steps, bad_streak, last_bad
       metrics = jax.device_get(metrics)
-      last_loss = float(metrics['loss'])
+      window_losses.append(float(metrics['loss']))
       bad_streak = 0 if metrics['finite'] else bad_streak + 1
       last_bad = last_bad if metrics['finite'] else step + 1
       if timed_start is None:
@@ -121,9 +122,13 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       elapsed = time.perf_counter() - timed_start
       tokens_per_s = timed_steps * tokens_per_step / elapsed if timed_steps else 0.0
       mfu = tokens_per_s / tokens_per_step * flops_per_step / peak_flops
-      progress.update(step, last_loss, tokens_per_s, mfu)
-      if (step + 1) % t.log_every == 0:
-        writer.write('train', step + 1, {**metrics, 'tokens_per_s': tokens_per_s, 'mfu': mfu})
+      progress.update(step, window_losses[-1], tokens_per_s, mfu)
+      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        last_loss = sum(window_losses) / len(window_losses)
+        writer.write('train', step + 1, {**metrics, 'loss': last_loss, 'last_step_loss':
+                                         window_losses[-1], 'tokens_per_s': tokens_per_s,
+                                         'mfu': mfu})
+        window_losses.clear()
       return tokens_per_s, mfu
 
     def save(step, validation_loss=None):
