@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.norm_eps = 1e-5
   m.position = 'rope'  # rope | learned
   m.rope_theta = 10000.0
+  m.attention_query_chunk = 128  # causal attention in blocks of this many queries; 0: one block
   m.mlp = 'swiglu'  # swiglu | gelu
   m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
   m.tie_embeddings = True

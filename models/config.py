@@ -29,6 +29,7 @@ class TransformerConfig:
   norm_eps: float = 1e-5
   position: str = 'rope'
   rope_theta: float = 10000.0
+  attention_query_chunk: int = 128
   mlp: str = 'swiglu'
   use_bias: bool = False
   tie_embeddings: bool = True
@@ -82,6 +83,9 @@ class TransformerConfig:
                  'change one or set model.head_dim')
     if self.position == 'rope' and (self.head_dim or self.d_model // max(self.n_heads, 1)) % 2:
       out.append('rotary positions need an even head dimension; change model.head_dim')
+    if self.attention_query_chunk < 0:
+      out.append(f'model.attention_query_chunk={self.attention_query_chunk} must be >= 0 '
+                 '(0: no blocking)')
     if not 0.0 <= self.dropout < 1.0:
       out.append(f'model.dropout={self.dropout} must be in [0, 1)')
     return out
