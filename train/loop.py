@@ -122,7 +122,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       elapsed = time.perf_counter() - timed_start
       tokens_per_s = timed_steps * tokens_per_step / elapsed if timed_steps else 0.0
       mfu = tokens_per_s / tokens_per_step * flops_per_step / peak_flops
-      progress.update(step, window_losses[-1], tokens_per_s, mfu)
+      progress.update(step, sum(window_losses) / len(window_losses), tokens_per_s, mfu)
       if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
         last_loss = sum(window_losses) / len(window_losses)
         writer.write('train', step + 1, {**metrics, 'loss': last_loss, 'last_step_loss':
