@@ -17,8 +17,8 @@ from sharding import distributed, pod
 
 def test_pod_dry_run_prints_the_exact_gcloud_command(capsys):
   code = launch.main(['pod', '--tpu', 'my-v4-32', '--zone', 'us-central2-b', '--project', 'lab',
-                      '--dry_run', '--env', 'WANDB_MODE=off', '--workdir', 'main', '--', 'train', '--config',
-                      'configs/gpt2_small.py', "--config.name=it's mine"])
+                      '--dry_run', '--env', 'WANDB_MODE=off', '--workdir', 'main', '--',
+                      'train', '--config', 'configs/gpt2_small.py', "--config.name=it's mine"])
   assert code == 0
   printed = capsys.readouterr().out.strip()
   argv = shlex.split(printed)
