@@ -23,7 +23,7 @@ from errors import EXIT_NONFINITE, EXIT_PREEMPTED, RunStopped
 from models.counting import flops_per_token
 from train import checkpoint
 from train.evaluation import LN2, bits_per_byte, evaluate, sample_text  # noqa: F401 (re-exported)
-from train.hardware import measured_peak_flops
+from train.hardware import PeakFlops
 from train.metrics import MetricsWriter, read_metrics
 from train.plots import plot_losses
 from train.preemption import Preemption
@@ -87,7 +87,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
   manager = checkpoint.open_manager(checkpoint.checkpoint_dir(run_dir), ckpt)
   tokens_per_step = t.batch_size * config.data.seq_len
   flops_per_step = flops_per_token(exp.model_cfg, config.data.seq_len) * tokens_per_step
-  peak_flops = measured_peak_flops() * jax.device_count()
+  peak_flops = PeakFlops()
   loop_state = {}
 
   with exp.mesh_context(), Preemption(manager) as preemption:
@@ -121,7 +121,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
         timed_steps += 1
       elapsed = time.perf_counter() - timed_start
       tokens_per_s = timed_steps * tokens_per_step / elapsed if timed_steps else 0.0
-      mfu = tokens_per_s / tokens_per_step * flops_per_step / peak_flops
+      mfu = tokens_per_s / tokens_per_step * flops_per_step / peak_flops.value
       progress.update(step, sum(window_losses) / len(window_losses), tokens_per_s, mfu)
       if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
         last_loss = sum(window_losses) / len(window_losses)
@@ -129,7 +129,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
                                          window_losses[-1], 'tokens_per_s': tokens_per_s,
                                          'mfu': mfu})
         window_losses.clear()
-      return tokens_per_s, mfu
+      return tokens_per_s
 
     def save(step, validation_loss=None):
       best = early.best if math.isfinite(early.best) else None
@@ -145,24 +145,25 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       writer.close()
       raise RunStopped(message, exit_code)
 
-    tokens_per_s = mfu = 0.0
+    tokens_per_s = 0.0
     for step in range(start_step, t.steps):
       state, metrics = train_fn(state, exp.train_batch(step))
       if pending is not None:
-        tokens_per_s, mfu = report(*pending)
+        tokens_per_s = report(*pending)
       pending, done = (step, metrics), step + 1
       is_eval_step = t.eval_every and done % t.eval_every == 0 and done < t.steps
       is_save_step = ((ckpt.every and done % ckpt.every == 0 and done < t.steps)
                       or (ckpt.keep_best and is_eval_step))
       preempted = preemption.requested(done)
       if is_eval_step or is_save_step or preempted:
-        tokens_per_s, mfu = report(*pending)
+        tokens_per_s = report(*pending)
         pending = None
       if t.max_consecutive_bad_steps and bad_streak >= t.max_consecutive_bad_steps:
         stop(_nonfinite_message(bad_streak, last_bad, manager), EXIT_NONFINITE)
       stop_early = False
       if is_eval_step:
         validation_loss = evaluate(exp, eval_fn, state.params)
+        peak_flops.refresh()
         writer.write('eval', done, {'loss': validation_loss})
         progress.message(f'step {done}: validation loss {validation_loss:.4f} nats/token')
         stop_early = early.should_stop(validation_loss)
@@ -175,7 +176,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
         progress.message(f'early stopping: no improvement in {t.patience} evaluations')
         break
     if pending is not None:
-      tokens_per_s, mfu = report(*pending)
+      tokens_per_s = report(*pending)
     final_step = int(state.step)
     validation_loss = evaluate(exp, eval_fn, state.params)
     writer.write('eval', final_step, {'loss': validation_loss})
@@ -194,7 +195,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       'validation_bits_per_byte': bits_per_byte(validation_loss, splits['validation']),
       'unigram_bits_per_byte': exp.manifest['unigram_bits_per_byte'],
       'tokens_per_s': tokens_per_s,
-      'mfu': mfu,
+      'mfu': tokens_per_s / tokens_per_step * flops_per_step / peak_flops.refresh(),
       'wall_s': wall,
       'skipped_steps': int(state.skipped_steps),
   }
