@@ -216,8 +216,9 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
 def format_summary(summary: dict, run_dir: Path) -> str:
   """The end-of-run report printed to the console."""
   lines = [
-      f"finished {summary['steps']} steps in {format_seconds(summary['wall_s'])} "
-      f"({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%)",
+      f"finished {summary['steps']} steps in {format_seconds(summary['wall_s'])} " + (
+          f"({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%)"
+          if summary['tokens_per_s'] else '(no steps left to train: evaluated the checkpoint)'),
       f"train loss      {summary['train_loss']:.4f} nats/token  "
       f"{summary['train_bits_per_byte']:.3f} bits/byte",
       f"validation loss {summary['validation_loss']:.4f} nats/token  "
