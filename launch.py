@@ -127,8 +127,7 @@ def cmd_eval(argv: list[str]) -> int:
   run = load_run(Path(args.run_dir), args.eval_batches)
   exp = run.exp
   with exp.mesh_context():
-    _, shardings = exp.abstract_state()
-    loss = evaluate(exp, exp.jit_eval_step(shardings), run.state.params)
+    loss = evaluate(exp, exp.jit_eval_step(run.shardings), run.state.params)
   splits = exp.manifest['splits']
   print(f'step {run.step}: validation loss {loss:.4f} nats/token, '
         f"{bits_per_byte(loss, splits['validation']):.3f} bits/byte "

@@ -36,7 +36,7 @@ def window_starts(seed: int, step: int, global_batch: int, n_tokens: int,
   """global_batch window offsets in [0, n_tokens - seq_len - 1], a function of these alone."""
   highest_start = n_tokens - seq_len - 1
   if highest_start < 0:
-    raise UserError(_too_short(seq_len, n_tokens))
+    check_long_enough(n_tokens, seq_len)
   key = np.array([seed % 2**64, step % 2**64], dtype=np.uint64)
   generator = np.random.Generator(np.random.Philox(key=key))
   return generator.integers(0, highest_start, size=global_batch, dtype=np.int64, endpoint=True)
@@ -84,10 +84,11 @@ def _check_batch(n_tokens: int, global_batch: int, seq_len: int, process_index: 
                     'processes; make train.batch_size a multiple of the process count')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
+  check_long_enough(n_tokens, seq_len)
+
+
+def check_long_enough(n_tokens: int, seq_len: int, where: str = 'the data') -> None:
+  """UserError unless `n_tokens` hold one window of seq_len inputs plus its next token."""
   if n_tokens < seq_len + 2:
-    raise UserError(_too_short(seq_len, n_tokens))
-
-
-def _too_short(seq_len: int, n_tokens: int) -> str:
-  return (f'sequence length {seq_len} is longer than the data ({n_tokens} tokens); '
-          'lower data.seq_len or use a larger corpus')
+    raise UserError(f'sequence length {seq_len} is longer than {where} ({n_tokens:,} tokens); '
+                    'lower data.seq_len or use a larger corpus')

@@ -145,6 +145,7 @@ def main(argv):
   import ml_collections
   import numpy as np
   from sharding import distributed
+  from train.state import path_names
   distributed.initialize(ml_collections.ConfigDict(dict(
       coordinator=args.coordinator, num_processes=args.num_processes,
       process_id=args.process_id, timeout_s=args.timeout_s)))
@@ -163,7 +164,7 @@ def main(argv):
                                              reference and reference[1])
     reference = references.setdefault(key, (params, initial))
     if args.out and jax.process_index() == 0:
-      flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): value
+      flat = {'/'.join(path_names(path)): value
               for path, value in jax.tree_util.tree_flatten_with_path(params)[0]}
       np.savez(os.path.join(args.out, f'params_{index}.npz'), **flat)
     if jax.process_index() == 0:

@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from errors import UserError
+from train.state import path_names
 
 CHECKPOINTS = 'checkpoints'  # under the run directory
 DAMAGED = 'damaged_checkpoints'  # under the run directory
@@ -168,13 +169,9 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state):
   return state
 
 
-def _path_name(path) -> str:
-  return '.'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
-
-
 def _shapes(tree) -> dict[str, tuple]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_name(path): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
+  return {'.'.join(path_names(path)): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
 
 
 def check_same_shapes(metadata_tree, abstract_state, where: Path) -> None:

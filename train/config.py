@@ -32,15 +32,15 @@ def _import_config_file(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
-def flat_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
-  """Every leaf key as a dotted path, e.g. 'optim.lr'."""
-  keys = []
-  for name, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      keys += flat_keys(value, f'{prefix}{name}.')
+def flatten(tree, prefix: str = '') -> dict:
+  """{dotted key: value} of every leaf of a nested config (ConfigDict or plain dicts)."""
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f'{prefix}{name}.'))
     else:
-      keys.append(prefix + name)
-  return keys
+      flat[prefix + name] = value
+  return flat
 
 
 def parse_value(key: str, text: str, current):
@@ -71,7 +71,7 @@ def parse_value(key: str, text: str, current):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
   """Applies ['--config.a.b=v', ...] (or 'a.b=v') in place."""
-  known = flat_keys(config)
+  known = list(flatten(config))
   for item in overrides:
     text = item[len('--config.'):] if item.startswith('--config.') else item
     key, sep, value = text.partition('=')

@@ -23,6 +23,7 @@ from train.setup import Experiment, build_experiment
 class LoadedRun:
   exp: Experiment
   state: Any  # the TrainState of the checkpoint
+  shardings: Any  # its shardings
   step: int
 
 
@@ -40,11 +41,11 @@ def load_run(run_dir: Path, eval_batches: int | None = None) -> LoadedRun:
   exp = build_experiment(config, progress=False)
   directory = checkpoint.checkpoint_dir(run_dir)
   with exp.mesh_context():
-    abstract, _ = exp.abstract_state()
+    abstract, shardings = exp.abstract_state()
     state, step, message = checkpoint.restore_latest(directory, abstract)
   if state is None:
     raise UserError(f'{run_dir} has no checkpoint yet; train it first (launch.py train '
                     f'--run_dir {run_dir})')
   if message and jax.process_index() == 0:
     print(message.replace('resumed from', 'using'), file=sys.stderr)
-  return LoadedRun(exp=exp, state=state, step=step)
+  return LoadedRun(exp=exp, state=state, shardings=shardings, step=step)

@@ -55,8 +55,7 @@ def _start_state(exp: Experiment, manager, loop_state: dict):
   if message and jax.process_index() == 0:
     print(message, file=sys.stderr, flush=True)
   if state is None:
-    state, shardings = exp.init_state()
-    return state, shardings, 0
+    return exp.init_state(shardings), shardings, 0
   loop_state.update(checkpoint.read_meta(manager, step).get('loop', {}))
   return state, shardings, step
 

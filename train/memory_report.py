@@ -14,6 +14,7 @@ from sharding import report
 from sharding.mesh import mesh_shape_text
 from sharding.rules import describe
 from train.parallel import compile_train_step
+from train.state import path_names
 
 
 def build_report(config, devices=None) -> dict:
@@ -25,7 +26,7 @@ def build_report(config, devices=None) -> dict:
   parts = {name: (report.whole_bytes(tree), report.shard_bytes(tree))
            for name, tree in (('params', abstract.params), ('opt_state', abstract.opt_state),
                               ('other state', other), ('batch', batch))}
-  leaves = {'/'.join(str(getattr(k, 'key', k)) for k in path):
+  leaves = {'/'.join(path_names(path)):
             (report.whole_bytes(leaf), report.shard_bytes(leaf))
             for path, leaf in jax.tree_util.tree_flatten_with_path(abstract.params)[0]}
   found = report.collectives(compiled.as_text(), layout.mesh)

@@ -11,10 +11,11 @@ appears once, with the values of the run that continues.
 
 import json
 import math
-import os
 import pathlib
 
 from tensorboardX import SummaryWriter
+
+from train.run_dir import write_atomically
 
 
 def _plain(value):
@@ -76,6 +77,4 @@ def drop_records_after(run_dir: pathlib.Path, step: int) -> None:
   """Rewrites metrics.jsonl atomically without the records of steps after `step`."""
   path = pathlib.Path(run_dir) / 'metrics.jsonl'
   kept = [r for r in _parse_lines(path.read_text()) if r.get('step', 0) <= step]
-  temporary = path.with_name('.metrics.jsonl.tmp')
-  temporary.write_text(''.join(json.dumps(r) + '\n' for r in kept))
-  os.replace(temporary, path)
+  write_atomically(path, ''.join(json.dumps(r) + '\n' for r in kept))

@@ -18,6 +18,7 @@ from pathlib import Path
 import ml_collections
 
 from errors import UserError
+from train.config import flatten
 
 CONFIG_FILE = 'config.json'
 
@@ -33,23 +34,13 @@ SAFE_TO_CHANGE = (
 )
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
 def is_safe_to_change(key: str) -> bool:
   return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_TO_CHANGE)
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
   """Keys present in both configs whose values differ and that may not change on resume."""
-  old_flat, new_flat = _flatten(old), _flatten(new)
+  old_flat, new_flat = flatten(old), flatten(new)
   return sorted(key for key in old_flat.keys() & new_flat.keys()
                 if old_flat[key] != new_flat[key] and not is_safe_to_change(key))
 
@@ -83,7 +74,7 @@ def check_run_dir(run_dir: Path, config) -> dict | None:
     return None
   differences = config_differences(previous, _as_plain(config))
   if differences:
-    flat_old, flat_new = _flatten(previous), _flatten(_as_plain(config))
+    flat_old, flat_new = flatten(previous), flatten(_as_plain(config))
     shown = ', '.join(f'{k}: {flat_old[k]!r} there, {flat_new[k]!r} now' for k in differences[:3])
     more = f' and {len(differences) - 3} more' if len(differences) > 3 else ''
     raise UserError(f'{run_dir} holds a run with another config ({shown}{more}); use another '
@@ -116,7 +107,7 @@ def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
     raise UserError(f'{run_dir} has no {CONFIG_FILE}; pass the directory of a training run '
                     '(e.g. runs/tiny)')
   config = get_config()
-  for key, value in _flatten(stored).items():
+  for key, value in flatten(stored).items():
     *parents, leaf = key.split('.')
     node = config
     for part in parents:

@@ -19,7 +19,7 @@ from data.prepare import prepare
 from data.tokenizers import Tokenizer, load_tokenizer
 from errors import UserError
 from train.parallel import Layout, abstract_state, build_layout, jit_train_step
-from train.state import TrainState, create_state
+from train.state import TrainState, init_sharded
 from train.step import eval_step
 
 
@@ -67,9 +67,10 @@ class Experiment:
     """(state as ShapeDtypeStructs carrying their shardings, the shardings): a restore target."""
     return abstract_state(self.layout, self.config.seed, self.config.data.seq_len)
 
-  def init_state(self) -> tuple[TrainState, TrainState]:
-    return create_state(self.model_cfg, self.layout.tx, self.config.seed, self.config.data.seq_len,
-                        self.layout.mesh, self.layout.rules)
+  def init_state(self, shardings: TrainState) -> TrainState:
+    """A fresh state with `shardings` (from `abstract_state`; inside `mesh_context`)."""
+    return init_sharded(self.model_cfg, self.layout.tx, self.config.seed,
+                        self.config.data.seq_len, shardings)
 
   def mesh_context(self):
     """Enter with `with exp.mesh_context():` around anything that traces the model."""
@@ -95,9 +96,7 @@ def build_experiment(config, progress: bool = True) -> Experiment:
   train_tokens = loader.open_split(corpus_dir, 'train')
   validation_tokens = loader.open_split(corpus_dir, 'validation')
   for split, tokens in (('train', train_tokens), ('validation', validation_tokens)):
-    if tokens.size < config.data.seq_len + 2:
-      raise UserError(f'data.seq_len={config.data.seq_len} is longer than the {split} split '
-                      f'({tokens.size:,} tokens); lower data.seq_len or use a larger corpus')
+    loader.check_long_enough(tokens.size, config.data.seq_len, f'the {split} split')
   return Experiment(config=config, layout=layout, corpus_dir=corpus_dir, manifest=manifest,
                     tokenizer=load_tokenizer(config.data.tokenizer, corpus_dir),
                     train_tokens=train_tokens, validation_tokens=validation_tokens)

@@ -35,8 +35,9 @@ def logical_param_specs(model_cfg: TransformerConfig, seq_len: int):
   return nn.get_partition_spec(boxed)
 
 
-def _path_key(path) -> tuple[str, ...]:
-  return tuple(str(getattr(p, 'key', getattr(p, 'name', p))) for p in path)
+def path_names(path) -> tuple[str, ...]:
+  """A pytree key path as names: ('layer_0', 'attn', 'query', 'kernel'), list indices as digits."""
+  return tuple(str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path)
 
 
 def _mirror_param_shardings(tree, param_shardings, param_shapes, replicated):
@@ -45,10 +46,10 @@ def _mirror_param_shardings(tree, param_shardings, param_shapes, replicated):
   by_path = {}
   for (path, sharding), shape in zip(jax.tree_util.tree_flatten_with_path(param_shardings)[0],
                                      jax.tree.leaves(param_shapes)):
-    by_path[_path_key(path)] = (sharding, shape.shape)
+    by_path[path_names(path)] = (sharding, shape.shape)
 
   def pick(path, leaf):
-    key = _path_key(path)
+    key = path_names(path)
     for start in range(len(key)):
       match = by_path.get(key[start:])
       if match and match[1] == leaf.shape:
@@ -81,11 +82,16 @@ def make_init_fn(model_cfg: TransformerConfig, tx: optax.GradientTransformation,
   return init
 
 
+def init_sharded(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
+                 seq_len: int, shardings: TrainState) -> TrainState:
+  """The initial state, created directly with `shardings` (inside the mesh/rules context)."""
+  return jax.jit(make_init_fn(model_cfg, tx, seed, seq_len), out_shardings=shardings)()
+
+
 def create_state(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
                  seq_len: int, mesh: Mesh, rules) -> tuple[TrainState, TrainState]:
   """(state, shardings): the initial state, created directly sharded over `mesh`."""
   init = make_init_fn(model_cfg, tx, seed, seq_len)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shardings = state_shardings(jax.eval_shape(init), model_cfg, seq_len, mesh, rules)
-    state = jax.jit(init, out_shardings=shardings)()
-  return state, shardings
+    return init_sharded(model_cfg, tx, seed, seq_len, shardings), shardings
