@@ -97,9 +97,3 @@ def initialize(dist_cfg) -> bool:
   finally:
     timer.cancel()
   return True
-
-
-def describe() -> str:
-  """e.g. 'process 1 of 2, 4 local devices of 8'."""
-  return (f'process {jax.process_index()} of {jax.process_count()}, '
-          f'{jax.local_device_count()} local devices of {jax.device_count()}')
