@@ -2,7 +2,9 @@
 
 `check_run_dir(run_dir, config)` compares the config a directory was made with (its
 `config.json`) to the new one. Only the keys in `SAFE_TO_CHANGE` may differ: how long to train,
-how often to log, evaluate and checkpoint, where things live, how the devices are laid out.
+how often to log, evaluate and checkpoint, where things live, how the devices are laid out,
+how the global batch is split into micro-batches (a run out of memory after a restart may raise
+`train.grad_accum_steps`).
 Any other difference (model width, vocabulary, data, seed, optimizer ...) would silently mix two
 runs, so it is a `UserError` that names the keys and the fix; nothing in the directory is
 touched before this check passes. `write_run_config` then records the new config atomically.
@@ -31,6 +33,7 @@ SAFE_TO_CHANGE = (
     'data.cache_dir',  # where prepared shards are cached, not what they hold
     'mesh.*', 'sharding.*', 'distributed.*',  # layout only: the same numbers on any mesh
     'model.remat',  # recomputation trades memory for time, same numbers
+    'train.grad_accum_steps',  # micro-batching of the same global batch: same gradient
 )
 
 
