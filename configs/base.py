@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   o.name = 'adamw'  # adamw | adam | sgd | momentum | nesterov | lion | adafactor
   o.lr = 1e-3  # peak learning rate
   o.b1 = 0.9
-  o.b2 = 0.95
+  o.b2 = 0.0  # 0: the optimizer's own default, 0.95 for adam/adamw, 0.99 for lion (its paper)
   o.eps = 1e-8
   o.momentum = 0.9  # for momentum / nesterov
   o.weight_decay = 0.1  # decoupled and lr-scaled, for every optimizer but adam

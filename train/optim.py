@@ -8,6 +8,10 @@
   add_decayed_weights(wd, decay_mask)    if weight_decay > 0 and the optimizer decays
   scale_by_learning_rate(schedule)       train/schedules.py; flips the sign for descent
 
+`optim.b2 = 0` (the default) means the b2 its optimizer is known by: 0.95 for adam and adamw
+(GPT-3, Llama), 0.99 for lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms");
+see `beta2`. Any other value is used as given.
+
 Directions: adamw and adam use Adam's bias-corrected moments (b1, b2, eps); sgd uses the
 gradient itself; momentum uses the heavy-ball trace v = momentum * v + g; nesterov uses
 g + momentum * v; lion uses sign(b1 * m + (1 - b1) * g) with m = b2 * m + (1 - b2) * g; adafactor
@@ -34,8 +38,16 @@ from train.schedules import SCHEDULES, make_schedule
 Params = Any  # a pytree (nested dicts) of jax arrays
 
 
+DEFAULT_B2 = {'adam': 0.95, 'adamw': 0.95, 'lion': 0.99}  # what optim.b2 = 0 stands for
+
+
+def beta2(optim_cfg) -> float:
+  """`optim.b2`, or the default of `optim.name` (DEFAULT_B2) when it is 0 (not set)."""
+  return optim_cfg.b2 or DEFAULT_B2.get(optim_cfg.name, 0.0)
+
+
 def _adam(optim_cfg) -> optax.GradientTransformation:
-  return optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps)
+  return optax.scale_by_adam(b1=optim_cfg.b1, b2=beta2(optim_cfg), eps=optim_cfg.eps)
 
 
 def _sgd(optim_cfg) -> optax.GradientTransformation:
@@ -52,7 +64,7 @@ def _nesterov(optim_cfg) -> optax.GradientTransformation:
 
 
 def _lion(optim_cfg) -> optax.GradientTransformation:
-  return optax.scale_by_lion(b1=optim_cfg.b1, b2=optim_cfg.b2)
+  return optax.scale_by_lion(b1=optim_cfg.b1, b2=beta2(optim_cfg))
 
 
 def _adafactor(optim_cfg) -> optax.GradientTransformation:
