@@ -217,11 +217,15 @@ def test_momentum_weight_decay_is_decoupled_from_the_velocity():
   np.testing.assert_allclose(np.asarray(new['kernel']), (1 - lr * wd)**2, rtol=1e-6)
 
 
-def test_decay_mask():
-  params = {'embed': jnp.ones((4, 3)), 'layer': {'qkv': jnp.ones((3, 2, 2)),
-                                                  'norm_scale': jnp.ones((3,))}}
-  assert decay_mask(params) == {'embed': True, 'layer': {'qkv': True, 'norm_scale': False}}
-  assert decay_mask(params, decay_norms_and_biases=True)['layer']['norm_scale']
+def test_decay_mask_goes_by_name_not_rank():
+  params = {'embedding': jnp.ones((4, 3)),
+            'layers': {'query': {'kernel': jnp.ones((2, 3, 2, 2)), 'bias': jnp.ones((2, 2, 2))},
+                       'norm': {'scale': jnp.ones((2, 3))}}}
+  assert decay_mask(params) == {'embedding': True, 'layers': {
+      'query': {'kernel': True, 'bias': False}, 'norm': {'scale': False}}}
+  assert decay_mask(params, decay_norms_and_biases=True)['layers']['norm']['scale']
+  with pytest.raises(ValueError, match="layers/gamma: weight decay knows"):
+    decay_mask({'layers': {'gamma': jnp.ones((3,))}})
 
 
 def test_clipping_scales_a_norm_10_gradient_to_norm_1():
