@@ -2,8 +2,18 @@
 
 A batch is int32 tokens [B, L+1]: inputs are tokens[:, :-1], targets tokens[:, 1:]. Gradient
 accumulation splits the batch into micro-batches (interleaved rows, so each micro-batch stays
-spread over every data-parallel device) and sums their gradients in a `lax.scan`. A step whose
-loss or gradient is not finite leaves the state untouched and is counted in `skipped_steps`.
+spread over every data-parallel device) and sums their gradients in a `lax.scan`.
+
+A step whose loss or gradient is not finite leaves params and optimizer state untouched and is
+counted in `skipped_steps`. Two counts then differ, each with one meaning:
+- `state.step` counts steps taken, applied or skipped: it is the data position (step N trains on
+  batch N, so a bad batch is passed over, never retried) and seeds dropout;
+- the optimizer counts updates applied, `state.step - state.skipped_steps`: the lr schedule and
+  Adam's bias correction (both read optax's count inside `opt_state`) see a skipped step as if it
+  had never happened, so warmup resumes where it stopped and the moments are corrected for the
+  gradients they actually hold. The logged `lr` is the one this count gives, i.e. the lr applied
+  by this step's update (for a skipped step, the lr it would have applied). A run with k skipped
+  steps ends k steps short of the end of its schedule (at lr = schedule(train.steps - k)).
 """
 
 import functools
@@ -59,6 +69,7 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
                tx: optax.GradientTransformation, schedule, accum_steps: int):
   """One optimizer update. Returns the new state and scalar metrics."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
+  applied_updates = state.step - state.skipped_steps  # optax's count: the schedule's position
   loss, grads = loss_and_grads(state.params, model, tokens_BxLp1, dropout_rng, accum_steps)
   grad_norm = optax.global_norm(grads)
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
@@ -70,7 +81,7 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
       params=keep(new_params, state.params),
       opt_state=keep(new_opt_state, state.opt_state),
       skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
-  metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step),
+  metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(applied_updates),
              'finite': finite, 'skipped_steps': new_state.skipped_steps}
   return new_state, metrics
 
