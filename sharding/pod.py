@@ -4,8 +4,9 @@
         -- train --config configs/gpt2_small.py --config.mesh.fsdp=-1
 
 becomes one `gcloud compute tpus tpu-vm ssh NAME --worker=all --command=...`: every worker runs
-the same command in the same directory, and `jax.distributed` finds its peers there by itself
-(`config.distributed.coordinator='auto'`, the default). The code and the prepared corpus must
+the same command in the same directory, marked with `LAUNCH_POD_WORKER=1` so that
+`config.distributed.coordinator='auto'` (the default) lets `jax.distributed` find its peers there
+by itself (from the TPU metadata server, sharding/distributed.py). The code and the prepared corpus must
 already be on every worker (same relative directory; a shared disk or `gcloud ... scp`).
 `--dry_run` prints the exact command, quoted for a POSIX shell, and runs nothing.
 """
@@ -16,6 +17,7 @@ import subprocess
 from typing import Sequence
 
 from errors import UserError
+from sharding.distributed import POD_MARKER
 
 
 def remote_command(verb_args: Sequence[str], workdir: str, python: str = 'python3',
@@ -26,8 +28,8 @@ def remote_command(verb_args: Sequence[str], workdir: str, python: str = 'python
   for item in env:
     if '=' not in item or not item.split('=', 1)[0].isidentifier():
       raise UserError(f'--env {item!r} is not NAME=VALUE')
-  assignments = [f"{name}={shlex.quote(value)}" for name, value in
-                 (item.split('=', 1) for item in env)]
+  assignments = [f'{POD_MARKER}=1'] + [f"{name}={shlex.quote(value)}" for name, value in
+                                      (item.split('=', 1) for item in env)]
   launch = shlex.join([python, 'launch.py', *verb_args])
   return f'cd {shlex.quote(workdir)} && ' + ' '.join(assignments + [launch])
 
