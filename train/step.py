@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
+from einops import rearrange
 
 from models.transformer import Transformer
 from train.state import TrainState
@@ -41,8 +42,7 @@ def loss_fn(params, model: Transformer, tokens_BxLp1: jax.Array, dropout_rng: ja
 
 def _split_microbatches(tokens_BxLp1: jax.Array, accum_steps: int) -> jax.Array:
   """[B, L+1] -> [A, B/A, L+1], micro-batch a holding rows a, a+A, a+2A, ..."""
-  batch = tokens_BxLp1.shape[0]
-  return tokens_BxLp1.reshape(batch // accum_steps, accum_steps, -1).swapaxes(0, 1)
+  return rearrange(tokens_BxLp1, '(n a) t -> a n t', a=accum_steps)
 
 
 def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int):
