@@ -6,8 +6,8 @@
 becomes one `gcloud compute tpus tpu-vm ssh NAME --worker=all --command=...`: every worker runs
 the same command in the same directory, marked with `LAUNCH_POD_WORKER=1` so that
 `config.distributed.coordinator='auto'` (the default) lets `jax.distributed` find its peers there
-by itself (from the TPU metadata server, sharding/distributed.py). The code and the prepared corpus must
-already be on every worker (same relative directory; a shared disk or `gcloud ... scp`).
+by itself (from the TPU metadata server, sharding/distributed.py). The code and the prepared
+corpus must already be on every worker (same relative directory; a shared disk or `gcloud ... scp`).
 `--dry_run` prints the exact command, quoted for a POSIX shell, and runs nothing.
 """
 

@@ -13,7 +13,8 @@ counted in `skipped_steps`. Two counts then differ, each with one meaning:
   had never happened, so warmup resumes where it stopped and the moments are corrected for the
   gradients they actually hold. The logged `lr` is the one this count gives, i.e. the lr applied
   by this step's update (for a skipped step, the lr it would have applied). A run with k skipped
-  steps ends k steps short of the end of its schedule (at lr = schedule(train.steps - k)).
+  steps ends k updates short of the end of its schedule: its last update uses
+  schedule(train.steps - 1 - k).
 """
 
 import functools
