@@ -17,7 +17,10 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """Call `update(step, loss, tokens_per_s, mfu, peak_label)` after each step and `close()` at the end."""
+  """Call `update(step, loss, tokens_per_s, mfu, peak_label)` after each step; `close()` ends.
+
+  `peak_label` names the peak MFU is a fraction of (train/hardware.py `PeakFlops.label`).
+  """
 
   def __init__(self, start_step: int, total_steps: int, log_every: int, enabled: bool = True):
     self.total, self.log_every, self.enabled = total_steps, log_every, enabled
