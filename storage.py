@@ -105,15 +105,23 @@ def local_copy(path, local_dir, sha256: str) -> pathlib.Path:
 
 def move_tree(source, target) -> None:
   """Moves a folder (or file) to `target`, whose parent folder need not exist. In a bucket, a
-  move is a copy of every object and a delete (there are no real folders to rename)."""
+  move is a copy of every object and a delete (there are no real folders to rename); it goes
+  through epath like every other access, so epath's view of the bucket stays current."""
   source, target = as_path(source), as_path(target)
   if not is_remote(source):
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(os.fspath(source), os.fspath(target))
     return
-  import fsspec  # pylint: disable=import-outside-toplevel
-  filesystem, source_key = fsspec.core.url_to_fs(os.fspath(source))
-  filesystem.mv(source_key, fsspec.core.url_to_fs(os.fspath(target))[1], recursive=True)
+  _copy_tree(source, target)
+  source.rmtree()
+
+
+def _copy_tree(source: epath.Path, target: epath.Path) -> None:
+  if not source.is_dir():
+    source.copy(target)
+    return
+  for item in source.iterdir():
+    _copy_tree(item, target / item.name)
 
 
 def upload_folder(local_dir: pathlib.Path, remote_dir, last: str | None = None) -> None:

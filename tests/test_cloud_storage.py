@@ -10,7 +10,8 @@ afterwards. Every layer that writes to the bucket is pointed at it:
   TENSORSTORE_GCS_HTTP_URL. GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false keeps gcsfs from asking the
   Storage Control API (which the emulator lacks) what kind of bucket it is.
 
-The run trains 10 steps (of a 20-step schedule), is resumed from its gs:// checkpoint to 20, and `launch.py eval` reads
+The run trains 10 steps (of a 20-step schedule); its newest checkpoint is damaged and a
+half-written save left beside it; it is resumed from its older gs:// checkpoint to 20, and `launch.py eval` reads
 it back; its losses must equal those of the same run on local disk, and the bucket (read with
 the google-cloud-storage client, not with the code under test) must hold every file of a run.
 """
@@ -90,15 +91,27 @@ def test_a_run_in_a_bucket_trains_resumes_and_evaluates(tmp_path, gcs_emulator):
 
   def train_in_bucket(steps):
     flags = tiny_flags(tmp_path, run_dir, train__steps=steps, optim__decay_steps=20,
-                       data__cache_dir=f'gs://{BUCKET}/cache',
+                       checkpoint__every=5, data__cache_dir=f'gs://{BUCKET}/cache',
                        data__mirror_dir=tmp_path / 'mirror')
     return run_cli(['train'] + flags, compile_cache=compile_cache, env=env)
 
   first = train_in_bucket(10)
   assert first.returncode == 0, first.stderr[-3000:]
+  # Damage checkpoint 10 (its array data is gone) and leave a half-written save of step 15 (no
+  # commit_success.txt): the resume must restore step 5, move 10 aside and remove 15.
+  bucket = gcs_emulator['client'].bucket(BUCKET)
+  data_files = [b for b in bucket.list_blobs(prefix='runs/x/checkpoints/10/state/')
+                if '/d/' in b.name]
+  assert data_files
+  for blob in data_files:
+    blob.delete()
+  bucket.blob('runs/x/checkpoints/15/state/_METADATA').upload_from_string('{}')
   resumed = train_in_bucket(20)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'resumed from checkpoint step 10 in {run_dir}/checkpoints' in resumed.stderr
+  resumed_line = next(line for line in resumed.stderr.splitlines() if 'resumed from' in line)
+  assert resumed_line.startswith(f'resumed from checkpoint step 5 in {run_dir}/checkpoints: '
+                                 'removed a half-written save (15); step 10 does not restore')
+  assert resumed_line.endswith(f'moved to {run_dir}/damaged_checkpoints/10'), resumed_line
   local = run_cli(['train'] + tiny_flags(tmp_path, tmp_path / 'local', train__steps=20,
                                          optim__decay_steps=20), compile_cache=compile_cache)
   assert local.returncode == 0, local.stderr[-3000:]
@@ -108,8 +121,8 @@ def test_a_run_in_a_bucket_trains_resumes_and_evaluates(tmp_path, gcs_emulator):
   # What is in the bucket, read with the plain GCS client.
   blobs = {blob.name: blob for blob in gcs_emulator['client'].list_blobs(BUCKET)}
   names = set(blobs)
-  for name in ('config.json', 'metrics.jsonl', 'loss.png', 'checkpoints/10/commit_success.txt',
-               'checkpoints/20/commit_success.txt'):
+  for name in ('config.json', 'metrics.jsonl', 'loss.png', 'checkpoints/15/commit_success.txt',
+               'checkpoints/20/commit_success.txt', 'damaged_checkpoints/10/commit_success.txt'):
     assert f'runs/x/{name}' in names, sorted(names)
   assert any(n.startswith('runs/x/checkpoints/20/state/') for n in names)  # tensorstore arrays
   events = [n for n in names if n.startswith('runs/x/tb/events.out.tfevents.')]
