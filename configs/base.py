@@ -50,7 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.tokenizer = 'bytes'  # bytes | bpe | path/to/tokenizer.json
   d.bpe_vocab_size = 4096  # size of the BPE trained on the training split
   d.validation_fraction = 0.02  # share of documents held out, chosen by a hash of their name
-  d.cache_dir = 'data_cache'  # prepared shards live in <cache_dir>/<corpus fingerprint>/
+  d.cache_dir = 'data_cache'  # prepared shards live in <cache_dir>/<corpus fingerprint>/ (or gs://)
+  d.mirror_dir = 'data_mirror'  # local copies of a gs:// cache_dir's shards, memory-mapped
   d.seq_len = 256  # tokens per training window (model sees seq_len, predicts the next)
 
   # --- training loop (train/loop.py) ---

@@ -15,9 +15,9 @@ nothing during the streak so the last good checkpoint stays the newest.
 import math
 import sys
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
 
 from errors import EXIT_NONFINITE, EXIT_PREEMPTED, RunStopped
 from models.counting import flops_per_token
@@ -69,7 +69,7 @@ def _nonfinite_message(bad_streak: int, last_bad: int, manager) -> str:
           '--run_dir')
 
 
-def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
+def train(config, run_dir: epath.Path, progress_enabled: bool = True) -> dict:
   """Trains per `config`, writing everything into `run_dir`; returns the summary dict.
 
   Resumes from the run directory's newest good checkpoint. Raises `RunStopped` when stopped by
@@ -214,7 +214,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
   return summary
 
 
-def format_summary(summary: dict, run_dir: Path) -> str:
+def format_summary(summary: dict, run_dir: epath.Path) -> str:
   """The end-of-run report printed to the console."""
   lines = [
       f"finished {summary['steps']} steps in {format_seconds(summary['wall_s'])} " + (
