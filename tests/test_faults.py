@@ -13,7 +13,7 @@ from errors import EXIT_NONFINITE
 from tests.tiny_run import tiny_flags, write_corpus
 from train import checkpoint
 from train.metrics import read_metrics
-from train.setup import Experiment
+from train.experiment import Experiment
 
 
 def poison_steps(monkeypatch, bad_steps) -> None:
