@@ -56,6 +56,7 @@ def test_what_the_loop_decides():
   assert not too_many_bad_steps(1000, 0)  # 0: never stop
 
 
+@pytest.mark.slow
 def test_on_evaluation_can_stop_a_run_after_saving_it(tmp_path):
   write_corpus(tmp_path)
   run_dir = tmp_path / 'run'

@@ -4,7 +4,8 @@
 step N+1 before reading step N's metrics back to the host, and asks the pure `plan_step` and
 `decide` what happens at each step (log, evaluate, save, stop). It evaluates on the validation
 split every `train.eval_every` steps, stops early after `train.patience` evaluations without
-improvement, and ends (`_finish`) with a final evaluation, a summary, a loss plot and a sample.
+improvement, and ends with a final evaluation and checkpoint (`_final_evaluation`), then a
+summary, a loss plot and a sample (`_finish`).
 
 A run directory holds one run: starting in one that has checkpoints resumes from the newest that
 restores (train/run_dir.py refuses a directory of another config). Checkpoints are saved every
@@ -39,6 +40,7 @@ from train.plots import plot_losses
 from train.preemption import Preemption
 from train.progress import Progress, format_seconds
 from train.run_dir import check_run_dir, check_writable, write_run_config
+
 
 class Throughput:
   """Tokens/s and MFU over the steps read back so far, without the first (it compiles)."""
