@@ -3,7 +3,7 @@
 Raise `UserError('what is wrong; how to fix it')` anywhere for a mistake a user can fix (bad
 config value, missing file, ...); `launch.py` prints the message on one line of stderr, without
 a traceback, and exits with status 2. `RunStopped` ends a run that stopped on purpose after
-saving what it had (preemption, non-finite losses) with its own exit code. The codes live here,
+saving what it had (preemption, non-finite losses, a sweep's pruner) with its own exit code. The codes live here,
 in one place; README.md ("Resuming, preemption and exit codes") documents them.
 """
 
@@ -12,6 +12,7 @@ EXIT_CRASH = 1  # an uncaught exception: a bug; Python's own status, never retur
 EXIT_USER_ERROR = 2  # UserError: fix the input and run again
 EXIT_PEERS_TIMEOUT = 3  # several processes: peers did not join within distributed.timeout_s
 EXIT_NONFINITE = 4  # too many consecutive non-finite steps; the last good checkpoint is kept
+EXIT_PRUNED = 5  # a sweep's pruner stopped this trial; its checkpoint is kept
 EXIT_PREEMPTED = 75  # SIGTERM: checkpoint saved, run the same command to resume (EX_TEMPFAIL)
 
 

@@ -17,7 +17,6 @@ losses (errors.py lists every code; README.md explains them).
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -66,45 +65,22 @@ def cmd_train(argv: list[str]) -> int:
                       '(default: <run_root>/<name>)')
   parser.add_argument('--no_progress', action='store_true', help='no progress bar or log lines')
   args, config = _parse(parser, argv)
-  from sharding.distributed import initialize
-  initialize(config.distributed)  # before anything touches devices
-  from train.loop import format_summary, train
-  from storage import as_path
-  from train.run_dir import check_same_run_dir, check_writable
-  run_dir = as_path(args.run_dir or as_path(config.run_root) / config.name)
-  check_writable(run_dir)
-  check_same_run_dir(run_dir)  # several processes: one shared directory, or exit 2 now
-  summary = train(config, run_dir, progress_enabled=not args.no_progress)
-  import jax
-  if jax.process_index() == 0:
-    print(format_summary(summary, run_dir))
-  return 0
+  from train.loop import train_command
+  return train_command(config, args.run_dir, progress_enabled=not args.no_progress)
 
 
 def cmd_data(argv: list[str]) -> int:
   parser = _config_parser('data', 'Prepare the corpus named by config.data into token shards.')
   _, config = _parse(parser, argv)
-  from data.manifest import describe, load_manifest
-  from data.prepare import prepare
-  corpus_dir = prepare(config.data, progress=True)
-  print(f'corpus: {corpus_dir}')
-  print(describe(load_manifest(corpus_dir)))
-  return 0
+  from tools.describe import prepare_corpus
+  return prepare_corpus(config)
 
 
 def cmd_info(argv: list[str]) -> int:
   parser = _config_parser('info', 'Show the model shape, parameter count and FLOPs of a config.')
   _, config = _parse(parser, argv)
-  from models.config import TransformerConfig
-  from models.counting import flops_per_token, param_count
-  model = TransformerConfig.from_dict(config.model)
-  seq_len = config.data.seq_len
-  print(f'config: {config.name}')
-  print(f'model: {model}')
-  print(f'parameters: {param_count(model):,}')
-  print(f'training FLOPs/token (6N + 12 L H Dh T, PaLM, attention not halved): '
-        f'{flops_per_token(model, seq_len):.4g} at seq_len {seq_len}')
-  return 0
+  from tools.describe import info
+  return info(config)
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -112,10 +88,8 @@ def cmd_bench(argv: list[str]) -> int:
   parser.add_argument('--steps', type=int, default=10, help='timed steps after compiling (default 10)')
   parser.add_argument('--json', action='store_true', help='print the measurements as JSON')
   args, config = _parse(parser, argv)
-  from train.benchmark import benchmark_step, format_benchmark
-  result = benchmark_step(config, steps=args.steps)
-  print(json.dumps(result) if args.json else format_benchmark(result))
-  return 0
+  from tools.bench import bench
+  return bench(config, args.steps, as_json=args.json)
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -126,17 +100,8 @@ def cmd_eval(argv: list[str]) -> int:
   parser.add_argument('--eval_batches', type=int, default=None,
                       help="batches to average over (default: the run's train.eval_batches)")
   args = parser.parse_args(argv)
-  from train.evaluation import bits_per_byte, evaluate
-  from train.from_run import load_run
-  run = load_run(args.run_dir, args.eval_batches)
-  exp = run.exp
-  with exp.mesh_context():
-    loss = evaluate(exp, exp.jit_eval_step(run.shardings), run.state.params)
-  splits = exp.manifest['splits']
-  print(f'step {run.step}: validation loss {loss:.4f} nats/token, '
-        f"{bits_per_byte(loss, splits['validation']):.3f} bits/byte "
-        f"(unigram baseline {exp.manifest['unigram_bits_per_byte']:.3f} bits/byte)")
-  return 0
+  from tools.trained_run import evaluate_run
+  return evaluate_run(args.run_dir, args.eval_batches)
 
 
 def cmd_sample(argv: list[str]) -> int:
@@ -151,17 +116,8 @@ def cmd_sample(argv: list[str]) -> int:
                       help="0 is greedy (default: the run's train.sample_temperature)")
   parser.add_argument('--seed', type=int, default=0, help='random seed of the sampling')
   args = parser.parse_args(argv)
-  if args.tokens < 1 or (args.temperature is not None and args.temperature < 0):
-    raise UserError('--tokens must be at least 1 and --temperature at least 0')
-  from train.evaluation import sample_text
-  from train.from_run import load_run
-  run = load_run(args.run_dir)
-  t = run.exp.config.train
-  prompt = t.sample_prompt if args.prompt is None else args.prompt
-  temperature = t.sample_temperature if args.temperature is None else args.temperature
-  with run.exp.mesh_context():
-    print(sample_text(run.exp, run.state.params, prompt, args.tokens, temperature, args.seed))
-  return 0
+  from tools.trained_run import sample_run
+  return sample_run(args.run_dir, args.prompt, args.tokens, args.temperature, args.seed)
 
 
 def cmd_memory(argv: list[str]) -> int:
@@ -171,14 +127,8 @@ def cmd_memory(argv: list[str]) -> int:
                       help='simulate this many CPU devices (default: the real devices)')
   parser.add_argument('--json', action='store_true', help='print the report as JSON')
   args, config = _parse(parser, argv)
-  import jax
-  if args.devices:  # must happen before jax starts its backends
-    jax.config.update('jax_platforms', 'cpu')
-    jax.config.update('jax_num_cpu_devices', args.devices)
-  from train.memory_report import build_report, format_report
-  result = build_report(config)
-  print(json.dumps(result) if args.json else format_report(result))
-  return 0
+  from tools.memory import memory
+  return memory(config, args.devices, as_json=args.json)
 
 
 def cmd_pod(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """How long a checkpoint save blocks the training loop, for a config's real train state.
 
-    python benchmarks/checkpoint_blocking.py --config configs/tiny.py
-    python benchmarks/checkpoint_blocking.py --config configs/gpt2_small.py
+    python -m benchmarks.checkpoint_blocking --config configs/tiny.py
+    python -m benchmarks.checkpoint_blocking --config configs/gpt2_small.py
 
 Builds the state (params + optimizer state, initialised sharded as in training; no corpus) and
 saves it through train/checkpoint.py as the loop does, timing
@@ -23,14 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import jax
 
-import jax  # noqa: E402  pylint: disable=wrong-import-position
-
-from train import checkpoint  # noqa: E402  pylint: disable=wrong-import-position
-from train.config import load_config  # noqa: E402  pylint: disable=wrong-import-position
-from train.parallel import build_layout  # noqa: E402  pylint: disable=wrong-import-position
-from train.state import create_state  # noqa: E402  pylint: disable=wrong-import-position
+from train import checkpoint
+from train.config import load_config
+from train.experiment import build_experiment
 
 
 def state_bytes(state) -> int:
@@ -59,10 +56,9 @@ def main(argv: list[str]) -> None:
   args, overrides = parser.parse_known_args(argv)
   config = load_config(args.config, overrides)
   config.unlock()
-  layout = build_layout(config)
+  exp = build_experiment(config, with_data=False)
   start = time.perf_counter()
-  state, _ = create_state(layout.model_cfg, layout.tx, config.seed, config.data.seq_len,
-                          layout.mesh, layout.rules)
+  state = exp.init_state()
   jax.block_until_ready(state)
   init_s = time.perf_counter() - start
   root = Path(args.dir or tempfile.mkdtemp(prefix='checkpoint_blocking_'))

@@ -1,10 +1,16 @@
 """The model's own frozen, hashable configuration, with derived sizes filled in.
 
 `configs/` hold ml_collections dicts for whole runs; the model only sees this dataclass, built
-with `TransformerConfig.from_dict(config.model)`, so `models/` imports nothing else of ours.
+with `TransformerConfig.from_dict(config.model)`, so `models/` imports nothing else of ours
+(but errors.py). `configs/base.py` is the one source of the defaults: `from_dict` refuses a key
+that is not a field, and tests/test_config.py checks that the fields and their defaults here are
+the model keys and defaults there (the defaults here serve tests and tools that build a model
+without a run config).
 """
 
 import dataclasses
+
+from errors import UserError
 
 NORMS = ('rmsnorm', 'layernorm')
 POSITIONS = ('rope', 'learned')
@@ -42,10 +48,12 @@ class TransformerConfig:
 
   @classmethod
   def from_dict(cls, values) -> 'TransformerConfig':
-    """Builds from a mapping (e.g. `config.model`), deriving zero-valued sizes."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    cfg = cls(**{k: v for k, v in dict(values).items() if k in known})
-    return cfg.derived()
+    """Builds from a mapping (e.g. `config.model`), deriving zero-valued sizes; UserError for a
+    key that is not a field."""
+    unknown = unknown_keys(values)
+    if unknown:
+      raise UserError(unknown[0])
+    return cls(**dict(values)).derived()
 
   def derived(self) -> 'TransformerConfig':
     """Returns a copy with n_kv_heads, head_dim and d_ff resolved from their defaults."""
@@ -65,27 +73,39 @@ class TransformerConfig:
     multiple = max(self.vocab_pad_multiple, 1)
     return multiple * -(-self.vocab_size // multiple)
 
-  def problems(self) -> list[str]:
-    """Every inconsistency in the config, each as a one-line message naming the fix."""
-    out = []
-    for name in ('vocab_size', 'vocab_pad_multiple', 'd_model', 'n_layers', 'n_heads', 'max_len'):
-      if getattr(self, name) <= 0:
-        out.append(f'model.{name}={getattr(self, name)} must be positive')
-    choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),
-               ('dtype', DTYPES), ('param_dtype', DTYPES))
-    for name, allowed in choices:
-      if getattr(self, name) not in allowed:
-        out.append(f'model.{name}={getattr(self, name)!r} is not one of {", ".join(allowed)}')
-    if self.n_heads > 0 and self.n_kv_heads and self.n_heads % self.n_kv_heads:
-      out.append(f'model.n_kv_heads={self.n_kv_heads} must divide model.n_heads={self.n_heads}')
-    if not self.head_dim and self.n_heads > 0 and self.d_model % self.n_heads:
-      out.append(f'model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; '
-                 'change one or set model.head_dim')
-    if self.position == 'rope' and (self.head_dim or self.d_model // max(self.n_heads, 1)) % 2:
-      out.append('rotary positions need an even head dimension; change model.head_dim')
-    if self.attention_query_chunk < 0:
-      out.append(f'model.attention_query_chunk={self.attention_query_chunk} must be >= 0 '
-                 '(0: no blocking)')
-    if not 0.0 <= self.dropout < 1.0:
-      out.append(f'model.dropout={self.dropout} must be in [0, 1)')
-    return out
+
+def unknown_keys(values) -> list[str]:
+  """A message for every key of `values` that is not a TransformerConfig field."""
+  fields = [f.name for f in dataclasses.fields(TransformerConfig)]
+  return [f"model.{key} is not a model setting (configs/base.py lists them: "
+          f"{', '.join(fields)}); remove it" for key in values if key not in fields]
+
+
+def problems(values) -> list[str]:
+  """Every inconsistency in the `model` section, each as a one-line message naming the fix."""
+  unknown = unknown_keys(values)
+  if unknown:
+    return unknown
+  cfg = TransformerConfig(**dict(values))
+  out = []
+  for name in ('vocab_size', 'vocab_pad_multiple', 'd_model', 'n_layers', 'n_heads', 'max_len'):
+    if getattr(cfg, name) <= 0:
+      out.append(f'model.{name}={getattr(cfg, name)} must be positive')
+  choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),
+             ('dtype', DTYPES), ('param_dtype', DTYPES))
+  for name, allowed in choices:
+    if getattr(cfg, name) not in allowed:
+      out.append(f'model.{name}={getattr(cfg, name)!r} is not one of {", ".join(allowed)}')
+  if cfg.n_heads > 0 and cfg.n_kv_heads and cfg.n_heads % cfg.n_kv_heads:
+    out.append(f'model.n_kv_heads={cfg.n_kv_heads} must divide model.n_heads={cfg.n_heads}')
+  if not cfg.head_dim and cfg.n_heads > 0 and cfg.d_model % cfg.n_heads:
+    out.append(f'model.d_model={cfg.d_model} is not divisible by model.n_heads={cfg.n_heads}; '
+               'change one or set model.head_dim')
+  if cfg.position == 'rope' and (cfg.head_dim or cfg.d_model // max(cfg.n_heads, 1)) % 2:
+    out.append('rotary positions need an even head dimension; change model.head_dim')
+  if cfg.attention_query_chunk < 0:
+    out.append(f'model.attention_query_chunk={cfg.attention_query_chunk} must be >= 0 '
+               '(0: no blocking)')
+  if not 0.0 <= cfg.dropout < 1.0:
+    out.append(f'model.dropout={cfg.dropout} must be in [0, 1)')
+  return out

@@ -7,7 +7,7 @@
 A job runs synthetic batches steps[0]..steps[1]-1 (those of tests/sharding_worker.py) on its
 mesh and rule set, starting from a fresh sharded state, or, with "restore", from the newest
 checkpoint in that directory restored onto its own shardings (`train/checkpoint.py`, an
-abstract state from `train/parallel.py` as the target); with "save" it checkpoints at the end.
+abstract state from `train/experiment.py` as the target); with "save" it checkpoints at the end.
 Each job prints its losses and the step it started from.
 """
 
@@ -24,28 +24,23 @@ STEPS = 4
 def run_job(job: dict, devices):
   import jax
   from train import checkpoint
-  from train.parallel import abstract_state, build_layout, jit_train_step
-  from train.state import create_state
+  from train.experiment import build_experiment
   config = sharding_worker.tiny_config(job['model'], job['rules'], tuple(job['mesh']))
-  layout = build_layout(config, devices)
-  seq_len = sharding_worker.SEQ_LEN
+  exp = build_experiment(config, with_data=False, devices=devices)
   if job.get('restore'):
-    target, shardings = abstract_state(layout, config.seed, seq_len)
-    state, step, _ = checkpoint.restore_latest(job['restore'], target)
+    state, step, _ = checkpoint.restore_latest(job['restore'], exp.abstract_state)
     assert step == job['steps'][0], (step, job)
   else:
-    state, shardings = create_state(layout.model_cfg, layout.tx, config.seed, seq_len,
-                                    layout.mesh, layout.rules)
+    state = exp.init_state()
   batches = sharding_worker.synthetic_batches(config.model.vocab_size, STEPS)
   rows = sharding_worker.BATCH // jax.process_count()
   first = jax.process_index() * rows
   losses = []
-  with layout.context():
-    step_fn = jit_train_step(layout, shardings)
+  with exp.mesh_context():
     for tokens in batches[job['steps'][0]:job['steps'][1]]:
       batch = jax.make_array_from_process_local_data(
-          layout.batch_sharding, tokens[first:first + rows], tokens.shape)
-      state, metrics = step_fn(state, batch)
+          exp.batch_sharding, tokens[first:first + rows], tokens.shape)
+      state, metrics = exp.train_step(state, batch)
       losses.append(float(metrics['loss']))
   if job.get('save'):
     manager = checkpoint.open_manager(job['save'])

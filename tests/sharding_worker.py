@@ -4,13 +4,13 @@
         "mesh": [1, 8, 1]}, ...]' [--out DIR] [--coordinator 127.0.0.1:PORT --num_processes 2
         --process_id 0]
 
-Each job builds its state with `train/state.py`, its step with `train/parallel.py`, and feeds
+Each job builds its state and step with `train/experiment.py` (no corpus), and feeds
 the same synthetic batches (no data pipeline), each process its own rows of the global batch.
 The first job of each model and optimizer is their reference: the line printed for every job
 holds its losses, the largest parameter difference from the reference (param_diff) and from its
 own initial parameters (param_change), relative to that parameter's largest entry. With
 --out, job i's final parameters are also written to DIR/params_i.npz (process 0 only). With
---report, each job's step is only compiled and `train/memory_report.py`'s report printed.
+--report, each job's step is only compiled and `tools/memory.py`'s report printed.
 The multi-device tests start it in a subprocess so that XLA_FLAGS is set before jax starts.
 """
 
@@ -74,36 +74,32 @@ def synthetic_batches(vocab_size: int, steps: int = STEPS):
 def run_job(job: dict, devices, initial_state=None):
   """(losses, final params, notes, initial state) of `job` on `devices`, fed process by process.
 
-  The state is initialised sharded (`create_state`) unless `initial_state` (a tree of numpy
+  The state is initialised sharded (`Experiment.init_state`) unless `initial_state` (a tree of numpy
   arrays) is given and the job says "init": "put": then it is put onto the job's shardings.
   """
   import jax
   import numpy as np
   from jax.experimental import multihost_utils
-  from train.parallel import abstract_state, build_layout, jit_train_step
-  from train.state import create_state
+  from train.experiment import build_experiment
   config = tiny_config(job['model'], job['rules'], tuple(job['mesh']), job.get('dcn_data', 1),
                        **job.get('train', {}))
   config.optim.update(job.get('optim', {}))
-  layout = build_layout(config, devices)
+  exp = build_experiment(config, with_data=False, devices=devices)
   if initial_state is not None and job.get('init') == 'put':
-    _, shardings = abstract_state(layout, config.seed, SEQ_LEN)
-    state = jax.device_put(initial_state, shardings)
+    state = jax.device_put(initial_state, exp.state_shardings)
   else:
-    state, shardings = create_state(layout.model_cfg, layout.tx, config.seed, SEQ_LEN,
-                                    layout.mesh, layout.rules)
+    state = exp.init_state()
   initial = _to_numpy(state)
   rows = BATCH // jax.process_count()
   first = jax.process_index() * rows
   losses = []
-  with layout.context():
-    step = jit_train_step(layout, shardings, config.train.grad_accum_steps)
+  with exp.mesh_context():
     for tokens in synthetic_batches(config.model.vocab_size):
       batch = jax.make_array_from_process_local_data(
-          layout.batch_sharding, tokens[first:first + rows], tokens.shape)
-      state, metrics = step(state, batch)
+          exp.batch_sharding, tokens[first:first + rows], tokens.shape)
+      state, metrics = exp.train_step(state, batch)
       losses.append(float(metrics['loss']))
-  return losses, _to_numpy(state.params), layout.notes, initial
+  return losses, _to_numpy(state.params), exp.notes, initial
 
 
 def _to_numpy(tree):
@@ -150,7 +146,7 @@ def main(argv):
       coordinator=args.coordinator, num_processes=args.num_processes,
       process_id=args.process_id, timeout_s=args.timeout_s)))
   if args.report:
-    from train.memory_report import build_report
+    from tools.memory import build_report
     for job in json.loads(args.jobs):
       config = tiny_config(job['model'], job['rules'], tuple(job['mesh']))
       print(json.dumps(dict(job, **build_report(config))), flush=True)

@@ -153,3 +153,14 @@ def test_eval_and_sample_of_a_directory_without_checkpoints(tmp_path, run_dir, c
                         'is not a run directory', run_dir)
   assert_one_line_error(capsys, ['sample', '--run_dir', str(run_dir), '--tokens', '0'],
                         '--tokens must be at least 1', run_dir)
+
+
+def test_argument_to_a_config_that_takes_none(tmp_path, run_dir, capsys):
+  argv = train_argv(tmp_path, run_dir) + ['--config', 'configs/tiny.py:foo']
+  assert_one_line_error(capsys, argv, "get_config() of configs/tiny.py takes no argument, but "
+                        "--config configs/tiny.py:foo passes 'foo'; drop \":foo\"", run_dir)
+  result = run_cli(['info', '--config', 'configs/tiny.py:foo'])  # the real process exit status
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines() == [
+      'error: get_config() of configs/tiny.py takes no argument, but --config '
+      'configs/tiny.py:foo passes \'foo\'; drop ":foo"']

@@ -15,8 +15,7 @@ import pytest
 from configs.tiny import get_config
 from errors import UserError
 from train import checkpoint
-from train.parallel import abstract_state, build_layout
-from train.state import create_state
+from train.experiment import build_experiment
 
 
 def tiny_config(d_model: int = 32):
@@ -29,11 +28,8 @@ def tiny_config(d_model: int = 32):
 
 
 def _layout_and_state(config):
-  layout = build_layout(config)
-  state, _ = create_state(layout.model_cfg, layout.tx, config.seed, config.data.seq_len,
-                          layout.mesh, layout.rules)
-  abstract, _ = abstract_state(layout, config.seed, config.data.seq_len)
-  return state, abstract
+  exp = build_experiment(config, with_data=False)
+  return exp.init_state(), exp.abstract_state
 
 
 @pytest.fixture(scope='module')
@@ -158,7 +154,7 @@ def test_a_checkpoint_of_another_model_is_refused(tiny, tmp_path):
   config, state, _ = tiny
   save_steps(tmp_path / 'ckpt', config, state, [10])
   wider_config = tiny_config(d_model=64)
-  wider, _ = abstract_state(build_layout(wider_config), 0, wider_config.data.seq_len)
+  wider = build_experiment(wider_config, with_data=False).abstract_state
   with pytest.raises(UserError, match='another model .*embedding'):
     checkpoint.restore_latest(tmp_path / 'ckpt', wider)
   assert (tmp_path / 'ckpt' / '10').is_dir()

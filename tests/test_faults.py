@@ -22,7 +22,7 @@ from train import checkpoint
 from train.metrics import read_metrics
 from train.optim import make_optimizer
 from train.schedules import make_schedule
-from train.setup import Experiment
+from train.experiment import Experiment
 from train.state import make_init_fn
 from train.step import loss_and_grads, train_step
 

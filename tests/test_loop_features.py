@@ -10,7 +10,7 @@ import launch
 from models.config import TransformerConfig
 from models.transformer import Transformer
 from tests.tiny_run import tiny_flags, write_corpus
-from train import loop
+from train import decisions, loop
 from train.metrics import read_metrics
 from train.step import loss_and_grads
 
@@ -30,10 +30,10 @@ def test_accumulated_gradient_equals_the_full_batch_gradient():
 
 
 def test_early_stopping_counts_evaluations_without_improvement():
-  early = loop._EarlyStopping(patience=2)  # pylint: disable=protected-access
+  early = decisions.EarlyStopping(patience=2)
   assert [early.should_stop(v) for v in (3.0, 2.0, 2.5, 1.9, 2.0, 2.0)] == [
       False, False, False, False, False, True]
-  never = loop._EarlyStopping(patience=0)  # pylint: disable=protected-access
+  never = decisions.EarlyStopping(patience=0)
   assert not any(never.should_stop(v) for v in (1.0, 2.0, 3.0, 4.0))
 
 

@@ -64,7 +64,7 @@ def test_short_run_learns_and_writes_artefacts(tmp_path, capsys):
 
 
 def test_bits_per_byte_conversion():
-  from train.loop import bits_per_byte
+  from train.evaluation import bits_per_byte
   import math
   # 2 ln(2) nats/token = 2 bits/token; 4 bytes per token -> 0.5 bits/byte.
   assert bits_per_byte(2 * math.log(2), {'tokens': 100, 'bytes': 400}) == pytest.approx(0.5)

@@ -3,16 +3,23 @@
 `load_config('configs/tiny.py', ['--config.optim.lr=3e-3'])` imports the file, calls its
 `get_config()` (or `get_config(arg)` for `file.py:arg`), applies the overrides with the type of
 the existing value, and checks the whole config. Every mistake is a `UserError` in one line.
+
+Two conventions hold for every part of a config:
+- a value is read and written by its dotted key with `get_value` / `set_value` (overrides here,
+  sweeps that set a sampled value);
+- a section reports its mistakes as `problems(section) -> list[str]` (one line each, naming the
+  fix); `validate(config)` gathers every section's and raises the first, with a count.
 """
 
 import difflib
 import importlib.util
+import inspect
 import pathlib
 
 import ml_collections
 
 from errors import UserError
-from models.config import TransformerConfig
+from models import config as model_config
 from train.optim import validate_optim_config
 
 _TRUE = {'true', '1', 'yes', 'on'}
@@ -29,7 +36,23 @@ def _import_config_file(spec: str) -> ml_collections.ConfigDict:
   module_spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
     raise UserError(f'config file {path_text} has no get_config(); define one returning a ConfigDict')
+  _check_config_argument(module.get_config, path_text, arg)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def _check_config_argument(get_config, path_text: str, arg: str) -> None:
+  """UserError unless `get_config` can be called with (`arg`) or without ('') an argument.
+
+  Decided from the signature, so that a TypeError raised inside get_config is not mistaken for
+  a wrong argument (it stays a traceback: a bug in the config file)."""
+  try:
+    inspect.signature(get_config).bind(*([arg] if arg else []))
+  except TypeError:
+    if arg:
+      raise UserError(f'get_config() of {path_text} takes no argument, but --config '
+                      f'{path_text}:{arg} passes {arg!r}; drop ":{arg}"') from None
+    raise UserError(f'get_config() of {path_text} needs an argument; pass it as --config '
+                    f'{path_text}:ARG') from None
 
 
 def flatten(tree, prefix: str = '') -> dict:
@@ -41,6 +64,33 @@ def flatten(tree, prefix: str = '') -> dict:
     else:
       flat[prefix + name] = value
   return flat
+
+
+def _parent_and_leaf(config, key: str):
+  """(the section holding `key`, its last name); UserError naming the closest key if unknown."""
+  *path, leaf = key.split('.')
+  parent = config
+  for part in path:
+    parent = parent.get(part) if isinstance(parent, (dict, ml_collections.ConfigDict)) else None
+  if not isinstance(parent, (dict, ml_collections.ConfigDict)) or leaf not in parent or isinstance(
+      parent[leaf], (dict, ml_collections.ConfigDict)):
+    known = list(flatten(config))
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else '; see configs/base.py for every key'
+    raise UserError(f"unknown config key '{key}'{hint}")
+  return parent, leaf
+
+
+def get_value(config, key: str):
+  """The value at dotted `key` ('optim.lr'); UserError if there is no such key."""
+  parent, leaf = _parent_and_leaf(config, key)
+  return parent[leaf]
+
+
+def set_value(config, key: str, value) -> None:
+  """Sets the existing value at dotted `key` in place; UserError if there is no such key."""
+  parent, leaf = _parent_and_leaf(config, key)
+  parent[leaf] = value
 
 
 def parse_value(key: str, text: str, current):
@@ -71,61 +121,83 @@ def parse_value(key: str, text: str, current):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
   """Applies ['--config.a.b=v', ...] (or 'a.b=v') in place."""
-  known = list(flatten(config))
   for item in overrides:
     text = item[len('--config.'):] if item.startswith('--config.') else item
     key, sep, value = text.partition('=')
     if not sep:
       raise UserError(f'override {item!r} has no value; write it as --config.{key}=VALUE')
-    if key not in known:
-      close = difflib.get_close_matches(key, known, n=1)
-      hint = f"; did you mean '{close[0]}'?" if close else '; see configs/base.py for every key'
-      raise UserError(f"unknown config key '{key}'{hint}")
-    parent = config
-    *path, leaf = key.split('.')
-    for part in path:
-      parent = parent[part]
-    parent[leaf] = parse_value(key, value, parent[leaf])
+    set_value(config, key, parse_value(key, value, get_value(config, key)))
 
 
-def config_problems(config: ml_collections.ConfigDict) -> list[str]:
-  """Cross-field checks that do not need devices or data."""
-  model = TransformerConfig.from_dict(config.model)
-  problems = model.problems()
-  t, d = config.train, config.data
+def train_problems(t) -> list[str]:
+  """The `train` section."""
+  problems = []
   for name in ('steps', 'batch_size', 'grad_accum_steps', 'log_every', 'eval_batches'):
     if t[name] <= 0:
       problems.append(f'train.{name}={t[name]} must be positive')
   for name in ('eval_every', 'patience', 'sample_tokens', 'max_consecutive_bad_steps'):
     if t[name] < 0:
       problems.append(f'train.{name}={t[name]} must be zero or positive')
-  if 'checkpoint' in config:
-    if config.checkpoint.every < 0:
-      problems.append(f'checkpoint.every={config.checkpoint.every} must be zero (only at the '
-                      'end) or positive')
-    if config.checkpoint.keep < 1:
-      problems.append(f'checkpoint.keep={config.checkpoint.keep} must be at least 1')
   if t.batch_size > 0 and t.grad_accum_steps > 0 and t.batch_size % t.grad_accum_steps:
     problems.append(f'train.batch_size={t.batch_size} is not divisible by '
                     f'train.grad_accum_steps={t.grad_accum_steps}')
-  if d.seq_len <= 0:
-    problems.append(f'data.seq_len={d.seq_len} must be positive')
-  elif d.seq_len > config.model.max_len:
-    problems.append(f'data.seq_len={d.seq_len} exceeds model.max_len={config.model.max_len}; '
-                    'raise model.max_len or lower data.seq_len')
-  if not 0.0 < d.validation_fraction < 1.0:
-    problems.append(f'data.validation_fraction={d.validation_fraction} must be in (0, 1)')
   if t.sample_temperature < 0:
     problems.append(f'train.sample_temperature={t.sample_temperature} must be >= 0')
   return problems
 
 
+def checkpoint_problems(k) -> list[str]:
+  """The `checkpoint` section."""
+  problems = []
+  if k.every < 0:
+    problems.append(f'checkpoint.every={k.every} must be zero (only at the end) or positive')
+  if k.keep < 1:
+    problems.append(f'checkpoint.keep={k.keep} must be at least 1')
+  return problems
+
+
+def data_problems(d) -> list[str]:
+  """The `data` section (its length against the model's is in `cross_section_problems`)."""
+  problems = []
+  if d.seq_len <= 0:
+    problems.append(f'data.seq_len={d.seq_len} must be positive')
+  if not 0.0 < d.validation_fraction < 1.0:
+    problems.append(f'data.validation_fraction={d.validation_fraction} must be in (0, 1)')
+  return problems
+
+
+def optim_problems(o) -> list[str]:
+  """The `optim` section, as train/optim.py checks it (it reports its first problem)."""
+  try:
+    validate_optim_config(o)
+  except UserError as e:
+    return [str(e)]
+  return []
+
+
+def cross_section_problems(config) -> list[str]:
+  """Checks between sections."""
+  if 0 < config.data.seq_len and config.data.seq_len > config.model.max_len:
+    return [f'data.seq_len={config.data.seq_len} exceeds model.max_len={config.model.max_len}; '
+            'raise model.max_len or lower data.seq_len']
+  return []
+
+
+def problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Every problem of every section, one line each; checks that need no devices or data."""
+  found = model_config.problems(config.model) + train_problems(config.train)
+  if 'checkpoint' in config:
+    found += checkpoint_problems(config.checkpoint)
+  return (found + data_problems(config.data) + cross_section_problems(config) +
+          optim_problems(config.optim))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  problems = config_problems(config)
-  if problems:
-    more = f' (and {len(problems) - 1} more problems)' if len(problems) > 1 else ''
-    raise UserError(problems[0] + more)
-  validate_optim_config(config.optim)
+  """UserError with the first problem of `config` (and how many more there are)."""
+  found = problems(config)
+  if found:
+    more = f' (and {len(found) - 1} more problems)' if len(found) > 1 else ''
+    raise UserError(found[0] + more)
 
 
 def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:

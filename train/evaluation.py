@@ -1,7 +1,8 @@
 """What a trained model is judged by: validation loss (nats/token, bits/byte) and a text sample.
 
 Shared by the training loop (periodic and final evaluation, the end-of-run sample) and by
-`launch.py eval` / `launch.py sample`, which load a run's latest good checkpoint.
+`launch.py eval` / `launch.py sample` (tools/trained_run.py), which load a run's latest good
+checkpoint.
 """
 
 import math
@@ -9,7 +10,7 @@ import math
 import jax
 import numpy as np
 
-from train.sample import generate
+from models.sampling import generate
 
 LN2 = math.log(2.0)
 
@@ -19,14 +20,15 @@ def bits_per_byte(nats_per_token: float, split_counts: dict) -> float:
   return nats_per_token / LN2 * split_counts['tokens'] / max(split_counts['bytes'], 1)
 
 
-def evaluate(exp, eval_fn, params) -> float:
+def evaluate(exp, params) -> float:
   """Mean validation loss (nats/token) over the fixed evaluation batches of `exp`."""
-  losses = [eval_fn(params, batch) for batch in exp.eval_batches()]
+  losses = [exp.eval_step(params, batch) for batch in exp.eval_batches()]
   return float(np.mean(jax.device_get(losses)))
 
 
 def sample_text(exp, params, prompt: str, n_tokens: int, temperature: float, seed: int) -> str:
   """`prompt` continued by `n_tokens` tokens sampled from the model of `exp`."""
-  ids = generate(params, exp.model, exp.tokenizer.encode(prompt), n_tokens, temperature, seed,
+  tokenizer = exp.corpus.tokenizer
+  ids = generate(params, exp.model, tokenizer.encode(prompt), n_tokens, temperature, seed,
                  window=exp.config.data.seq_len)
-  return exp.tokenizer.decode(ids)
+  return tokenizer.decode(ids)

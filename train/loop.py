@@ -1,63 +1,168 @@
 """The training loop: the only place with side effects (metrics, progress, plots, samples).
 
-It dispatches step N+1 before reading step N's metrics back to the host, evaluates on the
-validation split every `train.eval_every` steps, stops early after `train.patience` evaluations
-without improvement, and ends with a summary, a loss plot and a generated sample.
+`train()` is a short `for` over steps whose body reads as a list of decisions: it dispatches
+step N+1 before reading step N's metrics back to the host, and asks the pure `plan_step` and
+`decide` what happens at each step (log, evaluate, save, stop). It evaluates on the validation
+split every `train.eval_every` steps, stops early after `train.patience` evaluations without
+improvement, and ends with a final evaluation and checkpoint (`_final_evaluation`), then a
+summary, a loss plot and a sample (`_finish`).
 
 A run directory holds one run: starting in one that has checkpoints resumes from the newest that
 restores (train/run_dir.py refuses a directory of another config). Checkpoints are saved every
 `checkpoint.every` steps, at the end and on SIGTERM (then the run exits with EXIT_PREEMPTED).
 Updates with a non-finite loss or gradient are skipped by the step itself; after
 `train.max_consecutive_bad_steps` of them in a row the run stops with EXIT_NONFINITE, saving
-nothing during the streak so the last good checkpoint stays the newest.
+nothing during the streak so the last good checkpoint stays the newest. A sweep passes
+`on_evaluation(step, validation_loss) -> bool`; True stops the trial after saving
+(EXIT_PRUNED).
 """
 
+import dataclasses
 import math
 import sys
 import time
+from typing import Any, Callable
 
 import jax
 from etils import epath
 
-from errors import EXIT_NONFINITE, EXIT_PREEMPTED, RunStopped
+from errors import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_PRUNED, RunStopped
 from models.counting import flops_per_token
+from sharding.distributed import initialize as initialize_distributed
+from storage import as_path
 from train import checkpoint
-from train.evaluation import LN2, bits_per_byte, evaluate, sample_text  # noqa: F401 (re-exported)
+from train.decisions import (EARLY, PREEMPTED, PRUNED, EarlyStopping, decide, plan_step,
+                             too_many_bad_steps)
+from train.evaluation import LN2, bits_per_byte, evaluate, sample_text
+from train.experiment import Experiment, build_experiment
 from train.hardware import PeakFlops
 from train.metrics import MetricsWriter, read_metrics
 from train.plots import plot_losses
 from train.preemption import Preemption
 from train.progress import Progress, format_seconds
-from train.run_dir import check_run_dir, write_run_config
-from train.setup import Experiment, build_experiment
+from train.run_dir import check_run_dir, check_same_run_dir, check_writable, write_run_config
 
 
-class _EarlyStopping:
-  def __init__(self, patience: int, best: float | None = None, bad_evals: int = 0):
-    self.patience, self.bad_evals = patience, bad_evals
-    self.best = math.inf if best is None else best
+class Throughput:
+  """Tokens/s and MFU over the steps read back so far, without the first (it compiles)."""
 
-  def should_stop(self, validation_loss: float) -> bool:
-    if validation_loss < self.best:
-      self.best, self.bad_evals = validation_loss, 0
+  def __init__(self, tokens_per_step: int, flops_per_step: float):
+    self.tokens_per_step, self.flops_per_step = tokens_per_step, flops_per_step
+    self.peak = PeakFlops()
+    self.start, self.steps, self.tokens_per_s = None, 0, 0.0
+
+  def step_read(self) -> None:
+    now = time.perf_counter()
+    if self.start is None:
+      self.start = now
     else:
-      self.bad_evals += 1
-    return self.patience > 0 and self.bad_evals >= self.patience
+      self.steps += 1
+      self.tokens_per_s = self.steps * self.tokens_per_step / (now - self.start)
+
+  def mfu(self, peak_flops: float | None = None) -> float:
+    peak_flops = self.peak.value if peak_flops is None else peak_flops
+    return self.tokens_per_s / self.tokens_per_step * self.flops_per_step / peak_flops
 
 
-def _start_state(exp: Experiment, manager, loop_state: dict):
-  """(state, shardings, step): resumed from the newest good checkpoint, else initialised.
-  `loop_state` is filled from the checkpoint's meta item."""
-  abstract, shardings = exp.abstract_state()
-  state, step, message = checkpoint.restore_latest(manager, abstract, move_damaged=True)
+class StepLog:
+  """Each step's metrics, read back to the host: progress, windowed train records (the mean
+  loss since the last record), throughput and the streak of non-finite steps."""
+
+  def __init__(self, writer: MetricsWriter, progress: Progress, meter: Throughput,
+               bad_streak: int, last_loss: float):
+    self.writer, self.progress, self.meter = writer, progress, meter
+    self.bad_streak, self.last_bad = bad_streak, None  # updates skipped in a row, the last one
+    self.last_loss = last_loss  # of the last train record
+    self.window = []
+
+  def read(self, step: int, metrics, log: bool) -> None:
+    """Step `step` (0-based) is done; `log`: write its train record."""
+    metrics = jax.device_get(metrics)
+    self.window.append(float(metrics['loss']))
+    self.bad_streak = 0 if metrics['finite'] else self.bad_streak + 1
+    self.last_bad = self.last_bad if metrics['finite'] else step + 1
+    self.meter.step_read()
+    tokens_per_s, mfu = self.meter.tokens_per_s, self.meter.mfu()
+    mean_loss = sum(self.window) / len(self.window)
+    self.progress.update(step, mean_loss, tokens_per_s, mfu, self.meter.peak.label)
+    if log:
+      self.last_loss = mean_loss
+      self.writer.write('train', step + 1, {**metrics, 'loss': mean_loss, 'last_step_loss':
+                                            self.window[-1], 'tokens_per_s': tokens_per_s,
+                                            'mfu': mfu})
+      self.window.clear()
+
+
+@dataclasses.dataclass
+class _Run:
+  """What one run writes through, passed explicitly to the helpers of the loop."""
+  exp: Experiment
+  run_dir: epath.Path
+  manager: Any  # orbax CheckpointManager
+  writer: MetricsWriter
+  progress: Progress
+  early: EarlyStopping
+  log: StepLog
+  started: float  # time.perf_counter() at the first step
+
+  def save(self, state, step: int, validation_loss: float | None = None) -> None:
+    best = self.early.best if math.isfinite(self.early.best) else None
+    meta = checkpoint.make_meta(self.exp.config, step, {
+        'best_validation_loss': best, 'bad_evals': self.early.bad_evals,
+        'bad_step_streak': self.log.bad_streak})
+    blocked_s = checkpoint.save(self.manager, state, meta, validation_loss)
+    self.writer.write('checkpoint', step, {'blocked_s': blocked_s})
+
+  def evaluate(self, state, step: int) -> float:
+    validation_loss = evaluate(self.exp, state.params)
+    self.writer.write('eval', step, {'loss': validation_loss})
+    return validation_loss
+
+  def periodic_evaluation(self, state, step: int) -> float:
+    validation_loss = self.evaluate(state, step)
+    self.log.meter.peak.refresh()  # the machine may have been busy at the last measurement
+    self.progress.message(f'step {step}: validation loss {validation_loss:.4f} nats/token')
+    return validation_loss
+
+  def stop(self, message: str, exit_code: int):
+    self.manager.close()  # waits for a save in flight
+    self.progress.close()
+    self.writer.close()
+    raise RunStopped(message, exit_code)
+
+
+def _start_state(exp: Experiment, manager) -> tuple:
+  """(state, step, loop state): resumed from the newest good checkpoint (its loop state from
+  the checkpoint's meta item), else initialised."""
+  state, step, message = checkpoint.restore_latest(manager, exp.abstract_state,
+                                                   move_damaged=True)
   if state is not None and not message:
     message = f'resumed from checkpoint step {step} in {manager.directory}'
   if message and jax.process_index() == 0:
     print(message, file=sys.stderr, flush=True)
   if state is None:
-    return exp.init_state(shardings), shardings, 0
-  loop_state.update(checkpoint.read_meta(manager, step).get('loop', {}))
-  return state, shardings, step
+    return exp.init_state(), 0, {}
+  return state, step, checkpoint.read_meta(manager, step).get('loop', {})
+
+
+def _open_run(exp: Experiment, run_dir: epath.Path, manager, start_step: int, loop_state: dict,
+              progress_enabled: bool) -> _Run:
+  config, is_main = exp.config, jax.process_index() == 0
+  if is_main:
+    write_run_config(run_dir, config)
+  writer = MetricsWriter(run_dir, enabled=is_main, resume_step=start_step)
+  t = config.train
+  progress = Progress(start_step, t.steps, t.log_every, enabled=progress_enabled and is_main)
+  tokens_per_step = t.batch_size * config.data.seq_len
+  meter = Throughput(tokens_per_step,
+                     flops_per_token(exp.model_cfg, config.data.seq_len) * tokens_per_step)
+  last_loss = next((float(r['loss']) for r in reversed(read_metrics(run_dir, 'train'))),
+                   math.nan)  # of the run so far, should no step be left to run
+  log = StepLog(writer, progress, meter, loop_state.get('bad_step_streak', 0), last_loss)
+  early = EarlyStopping(t.patience, loop_state.get('best_validation_loss'),
+                         loop_state.get('bad_evals', 0))
+  return _Run(exp=exp, run_dir=run_dir, manager=manager, writer=writer, progress=progress,
+              early=early, log=log, started=time.perf_counter())
 
 
 def _nonfinite_message(bad_streak: int, last_bad: int, manager) -> str:
@@ -69,148 +174,109 @@ def _nonfinite_message(bad_streak: int, last_bad: int, manager) -> str:
           '--run_dir')
 
 
-def train(config, run_dir: epath.Path, progress_enabled: bool = True) -> dict:
+def _stop_message(reason: str, step: int, validation_loss: float, directory) -> str:
+  if reason == PREEMPTED:
+    return (f'preempted (SIGTERM) at step {step}: checkpoint saved in {directory}; run the '
+            'same command again to resume')
+  return (f'pruned by the sweep at step {step} (validation loss {validation_loss:.4f} '
+          f'nats/token): checkpoint saved in {directory}')
+
+
+def train(config, run_dir: epath.Path, progress_enabled: bool = True,
+          on_evaluation: Callable[[int, float], bool] | None = None) -> dict:
   """Trains per `config`, writing everything into `run_dir`; returns the summary dict.
 
   Resumes from the run directory's newest good checkpoint. Raises `RunStopped` when stopped by
-  SIGTERM (after saving) or by non-finite losses (keeping the last good checkpoint).
+  SIGTERM (after saving), by non-finite losses (keeping the last good checkpoint) or by
+  `on_evaluation(step, validation_loss)` returning True after a periodic evaluation (after
+  saving; it must give the same answer on every process).
   """
-  is_main = jax.process_index() == 0
   exp = build_experiment(config, progress=progress_enabled)  # input mistakes first
-  if is_main:
-    for note in exp.layout.notes:  # where the rule set fell back (a dim that does not divide)
+  if jax.process_index() == 0:
+    for note in exp.notes:  # where the rule set fell back (a dim that does not divide)
       print(f'sharding: {note}', file=sys.stderr, flush=True)
   check_run_dir(run_dir, config)  # then whose directory this is, before writing anything there
   run_dir.mkdir(parents=True, exist_ok=True)
-  t, ckpt = config.train, config.checkpoint
-  manager = checkpoint.open_manager(checkpoint.checkpoint_dir(run_dir), ckpt)
-  tokens_per_step = t.batch_size * config.data.seq_len
-  flops_per_step = flops_per_token(exp.model_cfg, config.data.seq_len) * tokens_per_step
-  peak_flops = PeakFlops()
-  loop_state = {}
+  t = config.train
+  manager = checkpoint.open_manager(checkpoint.checkpoint_dir(run_dir), config.checkpoint)
 
   with exp.mesh_context(), Preemption(manager) as preemption:
-    state, shardings, start_step = _start_state(exp, manager, loop_state)
-    if is_main:
-      write_run_config(run_dir, config)
-    writer = MetricsWriter(run_dir, enabled=is_main, resume_step=start_step)
-    train_fn = exp.jit_train_step(shardings)
-    eval_fn = exp.jit_eval_step(shardings)
-    progress = Progress(start_step, t.steps, t.log_every, enabled=progress_enabled and is_main)
-    early = _EarlyStopping(t.patience, loop_state.get('best_validation_loss'),
-                           loop_state.get('bad_evals', 0))
-    bad_streak = loop_state.get('bad_step_streak', 0)  # updates skipped in a row
-    last_bad = None  # the last of them
-    run_start = time.perf_counter()
-    timed_start, timed_steps = None, 0  # throughput excludes the first (compiling) step
-    pending, validation_loss = None, math.nan
-    window_losses = []  # train losses since the last logged record; the record holds their mean
-    last_loss = next((float(r['loss']) for r in reversed(read_metrics(run_dir, 'train'))),
-                     math.nan)  # of the run so far, should no step be left to run
-
-    def report(step, metrics):
-      nonlocal last_loss, timed_start, timed_steps, bad_streak, last_bad
-      metrics = jax.device_get(metrics)
-      window_losses.append(float(metrics['loss']))
-      bad_streak = 0 if metrics['finite'] else bad_streak + 1
-      last_bad = last_bad if metrics['finite'] else step + 1
-      if timed_start is None:
-        timed_start = time.perf_counter()
-      else:
-        timed_steps += 1
-      elapsed = time.perf_counter() - timed_start
-      tokens_per_s = timed_steps * tokens_per_step / elapsed if timed_steps else 0.0
-      mfu = tokens_per_s / tokens_per_step * flops_per_step / peak_flops.value
-      progress.update(step, sum(window_losses) / len(window_losses), tokens_per_s, mfu,
-                      peak_flops.label)
-      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
-        last_loss = sum(window_losses) / len(window_losses)
-        writer.write('train', step + 1, {**metrics, 'loss': last_loss, 'last_step_loss':
-                                         window_losses[-1], 'tokens_per_s': tokens_per_s,
-                                         'mfu': mfu})
-        window_losses.clear()
-      return tokens_per_s
-
-    def save(step, validation_loss=None):
-      best = early.best if math.isfinite(early.best) else None
-      meta = checkpoint.make_meta(config, step, {'best_validation_loss': best,
-                                                 'bad_evals': early.bad_evals,
-                                                 'bad_step_streak': bad_streak})
-      blocked_s = checkpoint.save(manager, state, meta, validation_loss)
-      writer.write('checkpoint', step, {'blocked_s': blocked_s})
-
-    def stop(message, exit_code):
-      manager.close()  # waits for a save in flight
-      progress.close()
-      writer.close()
-      raise RunStopped(message, exit_code)
-
-    tokens_per_s = 0.0
+    state, start_step, loop_state = _start_state(exp, manager)
+    run = _open_run(exp, run_dir, manager, start_step, loop_state, progress_enabled)
+    pending = None  # (step, metrics, log?) of the step dispatched last, not read yet
     for step in range(start_step, t.steps):
-      state, metrics = train_fn(state, exp.train_batch(step))
+      state, metrics = exp.train_step(state, exp.train_batch(step))
       if pending is not None:
-        tokens_per_s = report(*pending)
-      pending, done = (step, metrics), step + 1
-      is_eval_step = t.eval_every and done % t.eval_every == 0 and done < t.steps
-      is_save_step = ((ckpt.every and done % ckpt.every == 0 and done < t.steps)
-                      or (ckpt.keep_best and is_eval_step))
-      preempted = preemption.requested(done)
-      if is_eval_step or is_save_step or preempted:
-        tokens_per_s = report(*pending)
+        run.log.read(*pending)  # the previous step, read while this one runs
+      done = step + 1
+      plan = plan_step(done, t, config.checkpoint, preemption.requested(done))
+      pending = (step, metrics, plan.log)
+      if plan.read_now:
+        run.log.read(*pending)
         pending = None
-      if t.max_consecutive_bad_steps and bad_streak >= t.max_consecutive_bad_steps:
-        stop(_nonfinite_message(bad_streak, last_bad, manager), EXIT_NONFINITE)
-      stop_early = False
-      if is_eval_step:
-        validation_loss = evaluate(exp, eval_fn, state.params)
-        peak_flops.refresh()
-        writer.write('eval', done, {'loss': validation_loss})
-        progress.message(f'step {done}: validation loss {validation_loss:.4f} nats/token')
-        stop_early = early.should_stop(validation_loss)
-      if preempted or (is_save_step and bad_streak == 0):
-        save(done, validation_loss if is_eval_step else None)
-      if preempted:
-        stop(f'preempted (SIGTERM) at step {done}: checkpoint saved in {manager.directory}; '
-             'run the same command again to resume', EXIT_PREEMPTED)
-      if stop_early:
-        progress.message(f'early stopping: no improvement in {t.patience} evaluations')
+      if too_many_bad_steps(run.log.bad_streak, t.max_consecutive_bad_steps):
+        run.stop(_nonfinite_message(run.log.bad_streak, run.log.last_bad, manager),
+                 EXIT_NONFINITE)
+      validation_loss, stop_early, prune = None, False, False
+      if plan.evaluate:
+        validation_loss = run.periodic_evaluation(state, done)
+        stop_early = run.early.should_stop(validation_loss)
+        prune = bool(on_evaluation and on_evaluation(done, validation_loss))
+      then = decide(plan, run.log.bad_streak, stop_early, prune)
+      if then.save:
+        run.save(state, done, validation_loss)
+      if then.stop in (PREEMPTED, PRUNED):
+        run.stop(_stop_message(then.stop, done, validation_loss, manager.directory),
+                 EXIT_PREEMPTED if then.stop == PREEMPTED else EXIT_PRUNED)
+      if then.stop == EARLY:
+        run.progress.message(f'early stopping: no improvement in {t.patience} evaluations')
         break
     if pending is not None:
-      tokens_per_s = report(*pending)
-    final_step = int(state.step)
-    validation_loss = evaluate(exp, eval_fn, state.params)
-    writer.write('eval', final_step, {'loss': validation_loss})
-    if final_step not in manager.all_steps():
-      save(final_step, validation_loss)
-    manager.close()  # waits for the last save
-    progress.close()
+      run.log.read(*pending)
+    validation_loss = _final_evaluation(run, state)
+  return _finish(run, state, validation_loss)
 
-  wall = time.perf_counter() - run_start
-  splits = exp.manifest['splits']
+
+def _final_evaluation(run: _Run, state) -> float:
+  """Evaluates the final state, saves it unless already saved, and waits for the save."""
+  final_step = int(state.step)
+  validation_loss = run.evaluate(state, final_step)
+  if final_step not in run.manager.all_steps():
+    run.save(state, final_step, validation_loss)
+  run.manager.close()  # waits for the last save
+  run.progress.close()
+  return validation_loss
+
+
+def _finish(run: _Run, state, validation_loss: float) -> dict:
+  """The summary of the run, written with its loss plot and sample (process 0)."""
+  exp, t = run.exp, run.exp.config.train
+  manifest, final_step = exp.corpus.manifest, int(state.step)
+  splits, last_loss, meter = manifest['splits'], run.log.last_loss, run.log.meter
   summary = {
       'steps': final_step,
       'train_loss': last_loss,
       'validation_loss': validation_loss,
       'train_bits_per_byte': bits_per_byte(last_loss, splits['train']),
       'validation_bits_per_byte': bits_per_byte(validation_loss, splits['validation']),
-      'unigram_bits_per_byte': exp.manifest['unigram_bits_per_byte'],
-      'tokens_per_s': tokens_per_s,
-      'mfu': tokens_per_s / tokens_per_step * flops_per_step / peak_flops.refresh(),
-      'mfu_of': peak_flops.label,
-      'wall_s': wall,
+      'unigram_bits_per_byte': manifest['unigram_bits_per_byte'],
+      'tokens_per_s': meter.tokens_per_s,
+      'mfu': meter.mfu(meter.peak.refresh()),
+      'mfu_of': meter.peak.label,
+      'wall_s': time.perf_counter() - run.started,
       'skipped_steps': int(state.skipped_steps),
   }
   if t.sample_tokens:
     summary['sample'] = sample_text(exp, state.params, t.sample_prompt, t.sample_tokens,
-                                    t.sample_temperature, config.seed)
-  if is_main:
-    writer.write('summary', final_step, {k: v for k, v in summary.items() if k != 'sample'})
-    unigram_nats = exp.manifest['unigram_bits_per_byte'] * LN2 * (
+                                    t.sample_temperature, exp.config.seed)
+  if jax.process_index() == 0:
+    run.writer.write('summary', final_step, {k: v for k, v in summary.items() if k != 'sample'})
+    unigram_nats = manifest['unigram_bits_per_byte'] * LN2 * (
         splits['validation']['bytes'] / max(splits['validation']['tokens'], 1))
-    plot_losses(run_dir, baseline_nats=unigram_nats)
+    plot_losses(run.run_dir, baseline_nats=unigram_nats)
     if 'sample' in summary:
-      (run_dir / 'sample.txt').write_text(summary['sample'])
-  writer.close()
+      (run.run_dir / 'sample.txt').write_text(summary['sample'])
+  run.writer.close()
   return summary
 
 
@@ -234,3 +300,15 @@ def format_summary(summary: dict, run_dir: epath.Path) -> str:
   lines.append(f'run directory: {run_dir} (metrics.jsonl, tb/, loss.png, config.json)')
   return '\n'.join(lines)
 
+
+def train_command(config, run_dir: str | None = None, progress_enabled: bool = True) -> int:
+  """`launch.py train`: joins the other processes (if any), trains in `run_dir` (default
+  <run_root>/<name>) and prints the summary."""
+  initialize_distributed(config.distributed)  # before anything touches devices
+  run_dir = as_path(run_dir or as_path(config.run_root) / config.name)  # local or gs://
+  check_writable(run_dir)
+  check_same_run_dir(run_dir)  # several processes: one shared directory, or exit 2 now
+  summary = train(config, run_dir, progress_enabled=progress_enabled)
+  if jax.process_index() == 0:
+    print(format_summary(summary, run_dir))
+  return 0

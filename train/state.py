@@ -1,8 +1,8 @@
-"""The train state and its sharded initialisation.
+"""The train state, its initialiser and the sharding of each of its arrays.
 
-The state is first built abstractly (`jax.eval_shape`), each array's `NamedSharding` is derived
-from the parameters' logical axis names and the rule set, and then `jax.jit(init,
-out_shardings=...)` creates it directly sharded: no array is ever whole on one device.
+train/experiment.py builds the state abstractly (`jax.eval_shape` of `make_init_fn`), derives
+each array's `NamedSharding` here from the parameters' logical axis names and the rule set, and
+then creates it with `jax.jit(init, out_shardings=...)`: no array is ever whole on one device.
 Optimizer-state leaves that mirror a parameter (Adam's moments, ...) take its sharding; any
 other leaf (counts, factored second moments) is replicated.
 """
@@ -80,18 +80,3 @@ def make_init_fn(model_cfg: TransformerConfig, tx: optax.GradientTransformation,
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=dropout_rng, skipped_steps=jnp.zeros((), jnp.int32))
   return init
-
-
-def init_sharded(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
-                 seq_len: int, shardings: TrainState) -> TrainState:
-  """The initial state, created directly with `shardings` (inside the mesh/rules context)."""
-  return jax.jit(make_init_fn(model_cfg, tx, seed, seq_len), out_shardings=shardings)()
-
-
-def create_state(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
-                 seq_len: int, mesh: Mesh, rules) -> tuple[TrainState, TrainState]:
-  """(state, shardings): the initial state, created directly sharded over `mesh`."""
-  init = make_init_fn(model_cfg, tx, seed, seq_len)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    shardings = state_shardings(jax.eval_shape(init), model_cfg, seq_len, mesh, rules)
-    return init_sharded(model_cfg, tx, seed, seq_len, shardings), shardings

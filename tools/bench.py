@@ -1,4 +1,5 @@
-"""Throughput of a config's train step on synthetic tokens: tokens/s, step time, MFU.
+"""`launch.py bench`: throughput of a config's train step on synthetic tokens (tokens/s, step
+time, MFU).
 
 No corpus is read: the batch is random token ids of the configured shape, so this measures the
 model, optimizer and sharding alone. MFU uses the PaLM FLOP count (models/counting.py, attention
@@ -6,6 +7,7 @@ not halved) against the chip's published bf16 peak, or on CPU a matmul peak meas
 same process (train/hardware.py).
 """
 
+import json
 import statistics
 import time
 
@@ -14,20 +16,18 @@ import numpy as np
 
 from models.counting import flops_per_token
 from train.hardware import PeakFlops
-from train.parallel import build_layout, jit_train_step
-from train.state import create_state
+from train.experiment import build_experiment
 
 
 def benchmark_step(config, steps: int = 10) -> dict:
   """Times `steps` train steps after one compiling step; returns a dict of measurements."""
-  layout = build_layout(config)
+  exp = build_experiment(config, with_data=False)
   seq_len, batch = config.data.seq_len, config.train.batch_size
-  tokens = np.random.default_rng(0).integers(0, layout.model_cfg.vocab_size, (batch, seq_len + 1))
-  with layout.context():
-    state, shardings = create_state(layout.model_cfg, layout.tx, config.seed, seq_len,
-                                    layout.mesh, layout.rules)
-    step = jit_train_step(layout, shardings, config.train.grad_accum_steps)
-    batch_array = jax.device_put(tokens.astype(np.int32), layout.batch_sharding)
+  tokens = np.random.default_rng(0).integers(0, exp.model_cfg.vocab_size, (batch, seq_len + 1))
+  state = exp.init_state()
+  with exp.mesh_context():
+    step = exp.train_step
+    batch_array = jax.device_put(tokens.astype(np.int32), exp.batch_sharding)
     start = time.perf_counter()
     state, metrics = step(state, batch_array)
     jax.block_until_ready(metrics)
@@ -41,7 +41,7 @@ def benchmark_step(config, steps: int = 10) -> dict:
   step_s = statistics.median(times)
   tokens_per_step = batch * seq_len
   peak = PeakFlops()
-  flops = flops_per_token(layout.model_cfg, seq_len) * tokens_per_step
+  flops = flops_per_token(exp.model_cfg, seq_len) * tokens_per_step
   return {'config': config.name, 'devices': jax.device_count(), 'backend': jax.default_backend(),
           'batch': batch, 'seq_len': seq_len, 'compile_s': compile_s, 'step_s': step_s,
           'tokens_per_s': tokens_per_step / step_s, 'model_flops_per_s': flops / step_s,
@@ -55,3 +55,10 @@ def format_benchmark(result: dict) -> str:
           f"{result['mfu_of']} on {result['devices']} "
           f"{result['backend']} device(s); batch {result['batch']} x {result['seq_len']}, "
           f"compile {result['compile_s']:.1f} s")
+
+
+def bench(config, steps: int, as_json: bool) -> int:
+  """`launch.py bench`: prints the measurements (as JSON if asked)."""
+  result = benchmark_step(config, steps=steps)
+  print(json.dumps(result) if as_json else format_benchmark(result))
+  return 0
