@@ -11,9 +11,10 @@ afterwards. Every layer that writes to the bucket is pointed at it:
   Storage Control API (which the emulator lacks) what kind of bucket it is.
 
 The run trains 10 steps (of a 20-step schedule); its newest checkpoint is damaged and a
-half-written save left beside it; it is resumed from its older gs:// checkpoint to 20, and `launch.py eval` reads
-it back; its losses must equal those of the same run on local disk, and the bucket (read with
-the google-cloud-storage client, not with the code under test) must hold every file of a run.
+half-written save left beside it; it is resumed from its older gs:// checkpoint to 20, and
+`launch.py eval` reads it back. Its losses must equal those of the same run on local disk, and
+the bucket (read with the google-cloud-storage client, not with the code under test) must hold
+every file of a run.
 """
 
 import json
@@ -22,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import portpicker
 import pytest
