@@ -19,12 +19,13 @@ import numpy as np
 
 from data.manifest import SPLITS, load_manifest
 from errors import UserError
-from storage import as_path, local_copy
+from storage import as_path, is_remote, local_copy
 
 
-def open_split(corpus_dir, split: str, mirror_dir='data_mirror') -> np.ndarray:
+def open_split(corpus_dir, split: str, mirror_dir: str | None = None) -> np.ndarray:
   """The tokens of a prepared split, as a read-only np.memmap of the manifest's dtype; a split
-  in a bucket is memory-mapped from its local copy under `mirror_dir`."""
+  in a bucket is memory-mapped from its local copy under `mirror_dir` (config.data.mirror_dir),
+  which only such a split needs."""
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
   manifest = load_manifest(corpus_dir)
@@ -33,6 +34,9 @@ def open_split(corpus_dir, split: str, mirror_dir='data_mirror') -> np.ndarray:
     raise UserError(f'{path} is missing; delete {corpus_dir} and prepare the corpus again')
   if path.stat().length == 0:
     return np.zeros(0, dtype=manifest['dtype'])
+  if is_remote(path) and not mirror_dir:
+    raise UserError(f'{corpus_dir} is in a bucket but data.mirror_dir is empty; set it to a '
+                    'local folder for copies of the token shards')
   try:
     local = local_copy(path, mirror_dir, manifest['splits'][split]['sha256'])
   except ValueError as e:

@@ -29,9 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from etils import epath
-
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from data.manifest import (FORMAT_VERSION, MANIFEST_NAME, SPLITS, UNIGRAM_NOTE, describe,

@@ -11,18 +11,19 @@ afterwards. Every layer that writes to the bucket is pointed at it:
   Storage Control API (which the emulator lacks) what kind of bucket it is.
 
 The run trains 10 steps (of a 20-step schedule); its newest checkpoint is damaged and a
-half-written save left beside it; it is resumed from its older gs:// checkpoint to 20, and `launch.py eval` reads
-it back; its losses must equal those of the same run on local disk, and the bucket (read with
-the google-cloud-storage client, not with the code under test) must hold every file of a run.
+half-written save left beside it; it is resumed from its older gs:// checkpoint to 20, and
+`launch.py eval` reads it back. Its losses must equal those of the same run on local disk, and
+the bucket (read with the google-cloud-storage client, not with the code under test) must hold
+every file of a run.
 """
 
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import portpicker
 import pytest
@@ -83,6 +84,17 @@ def _strict_losses(text: str) -> dict[int, float]:
   return {r['step']: r['loss'] for r in records if r['kind'] == 'train'}
 
 
+def _event_records(data: bytes) -> int:
+  """How many TFRecords (TensorBoard events) `data` holds; AssertionError if it is cut short."""
+  count, offset = 0, 0
+  while offset < len(data):
+    length = struct.unpack('<Q', data[offset:offset + 8])[0]
+    offset += 8 + 4 + length + 4  # length, its CRC, the event, its CRC
+    count += 1
+  assert offset == len(data), 'a TensorBoard event file ends inside a record'
+  return count
+
+
 @pytest.mark.slow
 def test_a_run_in_a_bucket_trains_resumes_and_evaluates(tmp_path, gcs_emulator):
   write_corpus(tmp_path)
@@ -126,7 +138,8 @@ def test_a_run_in_a_bucket_trains_resumes_and_evaluates(tmp_path, gcs_emulator):
     assert f'runs/x/{name}' in names, sorted(names)
   assert any(n.startswith('runs/x/checkpoints/20/state/') for n in names)  # tensorstore arrays
   events = [n for n in names if n.startswith('runs/x/tb/events.out.tfevents.')]
-  assert len(events) == 2 and all(blobs[n].size > 0 for n in events)  # one per run
+  assert len(events) == 2  # one per run, each with its scalars (beyond the version record)
+  assert all(_event_records(blobs[n].download_as_bytes()) > 10 for n in events)
   assert blobs['runs/x/loss.png'].download_as_bytes()[:4] == b'\x89PNG'
   corpus = sorted({n.split('/')[1] for n in names if n.startswith('cache/')})
   assert len(corpus) == 1

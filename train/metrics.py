@@ -9,8 +9,8 @@ back as NaN. TensorBoard gets only the finite values.
 The run directory may be in a bucket (gs://, see storage.py). Locally `metrics.jsonl` is
 appended to line by line; a bucket cannot append, so there the records are kept in memory and
 the whole file is uploaded again at most every `REMOTE_FLUSH_S` seconds, with every record
-that is not a 'train' record (so at every checkpoint and evaluation) and at the end. TensorBoard files go through tensorboardX, which writes gs:// itself
-(google-cloud-storage).
+that is not a 'train' record (so at every checkpoint and evaluation) and at the end.
+TensorBoard files go through tensorboardX, which writes gs:// itself (google-cloud-storage).
 
 On resume from a checkpoint at step S (`resume_step=S`), records with a step after S come from
 steps that will be computed again: they are dropped from `metrics.jsonl` (rewritten atomically)
