@@ -67,6 +67,8 @@ def cmd_train(argv: list[str]) -> int:
   args, config = _parse(parser, argv)
   from sharding.distributed import initialize
   initialize(config.distributed)  # before anything touches devices
+  from sharding.platform import report_platform
+  report_platform(config.mesh.platform)  # prints the backend; stops a TPU/GPU config on CPU
   from train.loop import format_summary, train
   from train.run_dir import check_writable
   run_dir = Path(args.run_dir or Path(config.run_root) / config.name)
