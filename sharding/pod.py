@@ -7,7 +7,7 @@ script in the same directory, and `jax.distributed` finds its peers there by its
 (`config.distributed.coordinator='auto'`).
 
 A run on a worker is started detached (`setsid nohup`), so it survives the ssh connection:
-its output goes to `WORKDIR/.pod/run-HOSTNAME.log`, the training process's id to `...pid` and
+its output is appended to `WORKDIR/.pod/run-HOSTNAME.log`, the training process's id to `...pid` and
 its exit status to `...exit`. `pod stop` signals that process id (SIGTERM: the run saves a
 checkpoint and exits 75), never a process name. `pod run` follows the log until the run ends
 and exits with its status.
@@ -114,12 +114,13 @@ def start_script(workdir: str, launch: str, attach: bool = True) -> str:
       f'echo "pod: a run is still going on $(hostname) (pid $(cat {files}.pid)); '
       'launch.py pod stop ends it" >&2; exit 2; fi',
       f'rm -f {files}.pid {files}.exit',
+      f'offset=$(cat {files}.log 2>/dev/null | wc -c)',  # the log keeps earlier runs' output
       f'setsid nohup sh -c {shlex.quote(wrapper)} >> {files}.log 2>&1 < /dev/null &',
       'wrapper=$!',
       f'while [ ! -s {files}.pid ] && kill -0 $wrapper 2>/dev/null; do sleep 0.2; done',
   ]
   if attach:
-    lines += [f'tail -n +1 -f --pid=$wrapper {files}.log',
+    lines += [f'tail -c +$((offset + 1)) -f --pid=$wrapper {files}.log',
               f'exit "$(cat {files}.exit 2>/dev/null || echo 255)"']
   else:
     lines.append(f'echo "pod: started on $(hostname), pid $(cat {files}.pid), '
