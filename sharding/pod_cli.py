@@ -264,20 +264,25 @@ def main(argv: list[str], out=None) -> int:
     return setup(gcloud, slice_, args)
   if args.action == 'run':
     return run(gcloud, slice_, args, verb_args)
+  if args.action == 'status':
+    return status(gcloud, slice_, args.workdir)
   require_slice(gcloud, slice_)
   if args.action == 'logs':
     return gcloud.call(pod.ssh(slice_, pod.logs_script(args.workdir, args.lines, args.follow),
                                args.worker))
-  if args.action == 'stop':
-    return gcloud.call(pod.ssh(slice_, pod.stop_script(args.workdir, args.signal)))
-  return status(gcloud, slice_, args.workdir)
+  return gcloud.call(pod.ssh(slice_, pod.stop_script(args.workdir, args.signal)))
 
 
 def status(gcloud: Gcloud, slice_: pod.Slice, workdir: str) -> int:
+  """The queued resource's state (if named), the slice's, and each worker's run."""
+  if slice_.queued_resource:
+    queued = gcloud.queued_state(slice_)
+    print(f'queued resource {slice_.queued_resource}: {queued or "not found"}', file=gcloud.out)
+    if gcloud.tpu_state(slice_) is None:
+      print(f'slice {slice_.tpu}: not created yet', file=gcloud.out)
+      return 0 if queued else 1
   record = require_slice(gcloud, slice_)
   line = f'slice {slice_.tpu}: {record.get("state", "?")}, {worker_count(record)} workers'
-  if slice_.queued_resource:
-    line += f'; queued resource {slice_.queued_resource}: {gcloud.queued_state(slice_)}'
   states = worker_states(gcloud, slice_, workdir)
   print(line, file=gcloud.out)
   for host, state in sorted(states.items()):

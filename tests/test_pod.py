@@ -184,7 +184,8 @@ def test_run_logs_status_and_stop_by_recorded_pid(capfd, cloud, worker_python):
   pid_file = next((cloud.home / 'code' / '.pod').glob('run-*.pid'))
   pid = int(pid_file.read_text())
   os.kill(pid, 0)  # alive
-  assert 'running' in _pod(capfd, 'status', *SLICE, '--workdir', 'code')[1]
+  code, out, _ = _pod(capfd, 'status', *SLICE, '--workdir', 'code')
+  assert out.startswith('slice my-v4-32: READY, 1 workers\n') and out.endswith(' running\n')
   code, out, err = _pod(capfd, 'run', *SLICE, '--workdir', 'code', '--python', str(python),
                         '--', 'train')
   assert code == 2  # a second run while the first goes on is refused on the worker
@@ -259,6 +260,13 @@ def test_keep_alive_recreates_a_suspended_queued_resource(capfd, cloud, worker_p
                        'describe', 'scp', 'setup', 'run', 'status']
   create = cloud.calls()[7]
   assert '--spot' in create and '--node-id=my-v4-32' in create
+
+
+def test_status_of_a_queued_resource_still_waiting(capfd, cloud):
+  cloud.scenario(queued_states=['WAITING_FOR_RESOURCES'], tpu_states=['MISSING'])
+  code, out, _ = _pod(capfd, 'status', *SLICE, '--queued_resource', 'qr1')
+  assert code == 0 and out.splitlines() == ['queued resource qr1: WAITING_FOR_RESOURCES',
+                                            'slice my-v4-32: not created yet']
 
 
 def test_keep_alive_stops_on_input_mistakes_and_gives_up(capfd, cloud, worker_python):
