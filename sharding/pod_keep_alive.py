@@ -45,7 +45,10 @@ def wait_until_ready(gcloud: Gcloud, slice_: pod.Slice, poll_s: float, timeout_s
         gcloud.call(pod.queued_create(slice_))
     if time.monotonic() >= deadline:
       return None, waited
-    _say(gcloud, f'slice {slice_.tpu} is {state or "gone"}; checking again in {poll_s:g} s')
+    hint = ('' if slice_.queued_resource or state not in SLICE_LOST else
+            ' (a preempted or deleted TPU VM comes back only when re-created: give '
+            '--queued_resource to let keep_alive do it)')
+    _say(gcloud, f'slice {slice_.tpu} is {state or "gone"}; checking again in {poll_s:g} s{hint}')
     sleep(poll_s)
 
 
