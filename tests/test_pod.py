@@ -231,6 +231,7 @@ def test_keep_alive_waits_for_a_preempted_slice_sets_up_again_and_reruns(capfd, 
                            'describe', 'scp', 'setup',  # set up again
                            'run', 'status']  # 0 on every worker
   assert 'keep_alive: the run finished on all 1 workers after 1 restarts' in out
+  assert 'comes back only when re-created: give --queued_resource' in out
 
   # A worker that dies while the slice stays READY: the rest is killed, the run started again.
   exits.write_text('137\n0\n')
