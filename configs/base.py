@@ -50,7 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.tokenizer = 'bytes'  # bytes | bpe | path/to/tokenizer.json
   d.bpe_vocab_size = 4096  # size of the BPE trained on the training split
   d.validation_fraction = 0.02  # share of documents held out, chosen by a hash of their name
-  d.cache_dir = 'data_cache'  # prepared shards live in <cache_dir>/<corpus fingerprint>/
+  d.cache_dir = 'data_cache'  # prepared shards live in <cache_dir>/<corpus fingerprint>/ (or gs://)
+  d.mirror_dir = 'data_mirror'  # local copies of a gs:// cache_dir's shards, memory-mapped
   d.seq_len = 256  # tokens per training window (model sees seq_len, predicts the next)
 
   # --- training loop (train/loop.py) ---
@@ -80,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   o.name = 'adamw'  # adamw | adam | sgd | momentum | nesterov | lion | adafactor
   o.lr = 1e-3  # peak learning rate
   o.b1 = 0.9
-  o.b2 = 0.95
+  o.b2 = 0.0  # 0: the optimizer's own default, 0.95 for adam/adamw, 0.99 for lion (its paper)
   o.eps = 1e-8
   o.momentum = 0.9  # for momentum / nesterov
   o.weight_decay = 0.1  # decoupled and lr-scaled, for every optimizer but adam

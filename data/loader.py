@@ -7,28 +7,37 @@ contiguous rows of the same global batch each process takes. Evaluation uses a f
 windows spread evenly over the validation split, the same on every call.
 
 Each row holds seq_len + 1 tokens; the training loop uses row[:-1] as inputs, row[1:] as targets.
+
+A corpus in a bucket (gs://) is not memory-mapped in place: each split is first copied to
+`mirror_dir` on local disk, checked against the manifest's SHA-256, and reused by later runs
+(storage.local_copy), so reading a batch never waits on the network.
 """
 
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from data.manifest import SPLITS, load_manifest
 from errors import UserError
+from storage import as_path, local_copy
 
 
-def open_split(corpus_dir: Path, split: str) -> np.ndarray:
-  """The tokens of a prepared split, as a read-only np.memmap of the manifest's dtype."""
+def open_split(corpus_dir, split: str, mirror_dir='data_mirror') -> np.ndarray:
+  """The tokens of a prepared split, as a read-only np.memmap of the manifest's dtype; a split
+  in a bucket is memory-mapped from its local copy under `mirror_dir`."""
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
   manifest = load_manifest(corpus_dir)
-  path = Path(corpus_dir) / f'{split}.bin'
+  path = as_path(corpus_dir) / f'{split}.bin'
   if not path.is_file():
     raise UserError(f'{path} is missing; delete {corpus_dir} and prepare the corpus again')
-  if path.stat().st_size == 0:
+  if path.stat().length == 0:
     return np.zeros(0, dtype=manifest['dtype'])
-  return np.memmap(path, dtype=manifest['dtype'], mode='r')
+  try:
+    local = local_copy(path, mirror_dir, manifest['splits'][split]['sha256'])
+  except ValueError as e:
+    raise UserError(f'{e}; delete {corpus_dir} and prepare the corpus again') from None
+  return np.memmap(local, dtype=manifest['dtype'], mode='r')
 
 
 def window_starts(seed: int, step: int, global_batch: int, n_tokens: int,

@@ -10,11 +10,11 @@ without a readable one is not a corpus. Fields:
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from errors import UserError
+from storage import as_path
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = 'manifest.json'
@@ -23,9 +23,10 @@ UNIGRAM_NOTE = ('cross-entropy of the validation tokens under the train split un
                 'frequencies with add-one smoothing, in bits, divided by validation UTF-8 bytes')
 
 
-def load_manifest(corpus_dir: Path) -> dict:
-  """The manifest of a prepared corpus; UserError if it is missing, corrupt or outdated."""
-  path = Path(corpus_dir) / MANIFEST_NAME
+def load_manifest(corpus_dir) -> dict:
+  """The manifest of a prepared corpus (local or gs://); UserError if it is missing, corrupt
+  or outdated."""
+  path = as_path(corpus_dir) / MANIFEST_NAME
   fix = 'prepare the corpus again (python launch.py data)'
   try:
     manifest = json.loads(path.read_text())
@@ -39,7 +40,7 @@ def load_manifest(corpus_dir: Path) -> dict:
   return manifest
 
 
-def is_complete(corpus_dir: Path) -> bool:
+def is_complete(corpus_dir) -> bool:
   try:
     load_manifest(corpus_dir)
     return True

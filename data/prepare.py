@@ -12,6 +12,11 @@ and file, the BPE size, the split fraction, the text field, the format version),
 with a manifest is reused as is. Work happens in a hidden temporary directory that is renamed
 into place at the end: a killed preparation never leaves a corpus that looks complete, and
 several processes preparing the same corpus at once are safe (the first rename wins).
+
+`cache_dir` may be a bucket (gs://bucket/cache): the corpus is then built in a local temporary
+directory and uploaded file by file, the manifest last, so a corpus without its manifest is
+still not one; processes preparing it at once upload the same bytes. The loader reads a
+bucket's shards through local copies (data/loader.py).
 """
 
 import datetime
@@ -24,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from etils import epath
+
 import numpy as np
 from tqdm import tqdm
 
@@ -33,28 +40,35 @@ from data.sources import Document, iter_documents, source_fingerprint, source_na
 from data.split import check_fraction, iter_split, validation_names
 from data.tokenizers import HFTokenizer, Tokenizer, load_tokenizer, train_bpe
 from errors import UserError
+from storage import as_path, file_sha256, is_remote, upload_folder
 
 __all__ = ['prepare', 'corpus_path', 'load_manifest', 'describe', 'token_dtype']
 
 _BATCH_CHARS = 4_000_000  # characters encoded per encode_batch call
 
 
-def prepare(data_cfg, progress: bool = False) -> Path:
+def prepare(data_cfg, progress: bool = False) -> epath.Path:
   """The prepared corpus directory for `config.data`, building it unless already cached."""
   check_fraction(data_cfg.validation_fraction)
   corpus_dir = corpus_path(data_cfg)
   if is_complete(corpus_dir):
     return corpus_dir
-  corpus_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f'.{corpus_dir.name}.tmp-', dir=corpus_dir.parent))
+  remote = is_remote(corpus_dir)
+  if not remote:
+    corpus_dir.parent.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f'.{corpus_dir.name}.tmp-',
+                                  dir=None if remote else corpus_dir.parent))
   try:
     _build(data_cfg, staging, corpus_dir.name, progress)
-    return _publish(staging, corpus_dir)
+    if remote:
+      upload_folder(staging, corpus_dir, last=MANIFEST_NAME)
+      return corpus_dir
+    return as_path(_publish(staging, Path(corpus_dir)))
   finally:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def corpus_path(data_cfg) -> Path:
+def corpus_path(data_cfg) -> epath.Path:
   """`<cache_dir>/<source name>-<fingerprint>`; computing it reads no document."""
   key = {
       'format_version': FORMAT_VERSION,
@@ -66,9 +80,9 @@ def corpus_path(data_cfg) -> Path:
   if data_cfg.tokenizer == 'bpe':
     key['bpe_vocab_size'] = int(data_cfg.bpe_vocab_size)
   elif data_cfg.tokenizer != 'bytes':
-    key['tokenizer_sha256'] = _file_sha256(Path(data_cfg.tokenizer).expanduser())
+    key['tokenizer_sha256'] = _file_sha256(as_path(data_cfg.tokenizer))
   fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-  return Path(data_cfg.cache_dir).expanduser() / f'{source_name(data_cfg.source)}-{fingerprint}'
+  return as_path(data_cfg.cache_dir) / f'{source_name(data_cfg.source)}-{fingerprint}'
 
 
 def token_dtype(vocab_size: int) -> str:
@@ -176,11 +190,11 @@ def _publish(staging: Path, corpus_dir: Path) -> Path:
   return corpus_dir
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(path: epath.Path) -> str:
   if not path.is_file():
     raise UserError(f'tokenizer file {path} does not exist; set data.tokenizer to bytes, bpe '
                     'or the path of a tokenizer.json')
-  return hashlib.sha256(path.read_bytes()).hexdigest()
+  return file_sha256(path)
 
 
 def _bar(items, progress: bool, description: str, total: int | None = None):

@@ -9,12 +9,12 @@
 `data/prepare.py` trains the BPE on the training split and saves it next to the token shards.
 """
 
-from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
 from errors import UserError
+from storage import as_path
 
 EOT_TOKEN = '<|endoftext|>'
 _EOS_NAMES = (EOT_TOKEN, '<|end_of_text|>', '</s>', '<eos>', '<|eot_id|>')
@@ -72,13 +72,14 @@ class HFTokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     return self.tokenizer.decode(_as_id_array(ids).tolist(), skip_special_tokens=False)
 
-  def save(self, path: Path) -> None:
-    self.tokenizer.save(str(path))
+  def save(self, path) -> None:
+    as_path(path).write_text(self.tokenizer.to_str(pretty=True))
 
   @classmethod
-  def load(cls, path: Path, name: str | None = None) -> 'HFTokenizer':
+  def load(cls, path, name: str | None = None) -> 'HFTokenizer':
+    """The tokenizer.json at `path` (local or gs://)."""
     import tokenizers
-    path = Path(path).expanduser()
+    path = as_path(path)
     if path.suffix == '.model':
       raise UserError(f'{path} looks like a sentencepiece model, which is not supported directly; '
                       'convert it to a tokenizer.json (e.g. with transformers) and pass that')
@@ -86,7 +87,7 @@ class HFTokenizer:
       raise UserError(f'tokenizer file {path} does not exist; set data.tokenizer to bytes, bpe '
                       'or the path of a tokenizer.json')
     try:
-      tokenizer = tokenizers.Tokenizer.from_file(str(path))
+      tokenizer = tokenizers.Tokenizer.from_str(path.read_text())
     except Exception as e:  # tokenizers raises plain Exceptions for malformed files
       raise UserError(f'cannot load tokenizer {path} ({" ".join(str(e).split())[:200]}); '
                       'pass a Hugging Face tokenizer.json') from None
@@ -110,18 +111,18 @@ def train_bpe(texts: Iterable[str], vocab_size: int, progress: bool = False,
   return HFTokenizer(tokenizer, f'bpe-{tokenizer.get_vocab_size()}')
 
 
-def load_tokenizer(spec: str, corpus_dir: Path | None = None) -> Tokenizer:
+def load_tokenizer(spec: str, corpus_dir=None) -> Tokenizer:
   """'bytes', 'bpe' (the tokenizer.json prepared in corpus_dir) or a path to a tokenizer.json."""
   if spec == 'bytes':
     return ByteTokenizer()
   if spec == 'bpe':
-    if corpus_dir is None or not (Path(corpus_dir) / 'tokenizer.json').is_file():
+    if corpus_dir is None or not (as_path(corpus_dir) / 'tokenizer.json').is_file():
       raise UserError(f'no trained BPE in {corpus_dir}; prepare the corpus first '
                       '(python launch.py data) with data.tokenizer=bpe')
-    tokenizer = HFTokenizer.load(Path(corpus_dir) / 'tokenizer.json')
+    tokenizer = HFTokenizer.load(as_path(corpus_dir) / 'tokenizer.json')
     tokenizer.name = f'bpe-{tokenizer.vocab_size}'
     return tokenizer
-  return HFTokenizer.load(Path(spec))
+  return HFTokenizer.load(spec)
 
 
 def _as_id_array(ids: Iterable[int]) -> np.ndarray:
@@ -138,6 +139,6 @@ def _find_eot_id(tokenizer) -> int | None:
   return None
 
 
-def _name_from_path(path: Path, tokenizer) -> str:
+def _name_from_path(path, tokenizer) -> str:
   stem = path.parent.name if path.stem == 'tokenizer' else path.stem
   return f'{stem or "tokenizer"}-{tokenizer.get_vocab_size()}'

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
@@ -36,12 +37,12 @@ class CausalSelfAttention(nn.Module):
       q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta)
       k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta)
 
-    batch, length = x_BxLxD.shape[:2]
-    q_BxLxKxGxDh = q_BxLxHxDh.reshape(batch, length, n_kv, groups, head_dim)
+    # Query head h = k * G + g shares key/value head k.
+    q_BxLxKxGxDh = rearrange(q_BxLxHxDh, 'b l (k g) d -> b l k g d', k=n_kv, g=groups)
     q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(1.0 / np.sqrt(head_dim), q_BxLxKxGxDh.dtype)
     out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
                                       cfg.attention_query_chunk)
-    out_BxLxHxDh = out_BxLxKxGxDh.reshape(batch, length, n_heads, head_dim)
+    out_BxLxHxDh = rearrange(out_BxLxKxGxDh, 'b l k g d -> b l (k g) d')
     out_BxLxHxDh = nn.with_logical_constraint(
         out_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
     out_scale = 1.0 / np.sqrt(2 * cfg.n_layers)

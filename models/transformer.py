@@ -8,6 +8,7 @@ each block can be rematerialised with a named policy (`models/remat.py`).
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 from models.attention import CausalSelfAttention
 from models.config import TransformerConfig
@@ -67,9 +68,9 @@ class Transformer(nn.Module):
 
     x_BxLxD = Norm(cfg, name='final_norm')(x_BxLxD)
     if cfg.tie_embeddings:
-      batch, length = tokens_BxL.shape
-      x_NxD = x_BxLxD.reshape(batch * length, cfg.d_model)  # 2-D matmul: faster on XLA:CPU
-      logits_BxLxV = (x_NxD @ table_VxD.astype(x_NxD.dtype).T).reshape(batch, length, -1)
+      x_NxD = rearrange(x_BxLxD, 'b l d -> (b l) d')  # 2-D matmul: faster on XLA:CPU
+      logits_NxV = x_NxD @ table_VxD.astype(x_NxD.dtype).T
+      logits_BxLxV = rearrange(logits_NxV, '(b l) v -> b l v', b=tokens_BxL.shape[0])
     else:
       logits_BxLxV = DenseGeneral(cfg, (cfg.d_model,), (cfg.padded_vocab,), ('embed', 'vocab'),
                                   name='lm_head')(x_BxLxD)

@@ -1,9 +1,12 @@
 """Joins the processes of a multi-host run (`jax.distributed`), before anything touches devices.
 
 `config.distributed.coordinator` says how:
-- 'auto' (default): on a TPU pod slice, under SLURM (`srun`), Open MPI or in a Kubernetes TPU
-  job with more than one process, let `jax.distributed.initialize()` find its peers from the
-  environment; anywhere else stay a single process;
+- 'auto' (default): when a launcher started several processes, call the public
+  `jax.distributed.initialize()` with no arguments, which finds the coordinator, count and id
+  itself; anywhere else stay a single process. The launchers are recognised by the variables
+  they document (`LAUNCHERS`): SLURM (`srun`), Open MPI (`mpirun`), a Kubernetes (GKE) TPU job,
+  and `launch.py pod` on a Cloud TPU VM slice (whose worker list only the TPU metadata server
+  holds: the pod launcher marks its processes with `POD_MARKER`, and jax reads the rest);
 - 'none': a single process, whatever the environment;
 - 'HOST:PORT': the address of process 0, with `num_processes` and `process_id` set (every
   process gets the same address and count and its own id).
@@ -25,22 +28,49 @@ from errors import EXIT_PEERS_TIMEOUT, UserError
 _GRACE_S = 30  # the runtime's own deadline comes this much after ours
 
 
-def detected_cluster() -> tuple[str, int] | None:
-  """(name, process count) of a multi-process environment jax can join by itself, or None."""
-  try:
-    from jax._src import clusters  # pylint: disable=import-outside-toplevel
-    kinds = clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
-    candidates = [env for env in kinds if not env.opt_in_only_method]
-  except (ImportError, AttributeError):  # private API moved: fall back to SLURM's variables
-    count = int(os.environ.get('SLURM_NTASKS', '1'))
-    return ('slurm', count) if count > 1 and 'SLURM_PROCID' in os.environ else None
-  for env in candidates:
+POD_MARKER = 'LAUNCH_POD_WORKER'  # set by `launch.py pod` (sharding/pod.py) on every worker
+
+
+def _slurm(env) -> int:
+  needed = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
+            'SLURM_LOCALID')  # what jax.distributed reads under SLURM
+  return int(env['SLURM_NTASKS']) if all(name in env for name in needed) else 0
+
+
+def _open_mpi(env) -> int:
+  has_uri = 'OMPI_MCA_orte_hnp_uri' in env  # the coordinator address jax reads
+  return int(env.get('OMPI_COMM_WORLD_SIZE', '0')) if has_uri else 0
+
+
+def _gke_tpu(env) -> int:
+  return len([h for h in env.get('TPU_WORKER_HOSTNAMES', '').split(',') if h.strip()])
+
+
+def _tpu_pod(env) -> int:
+  return -1 if env.get(POD_MARKER) else 0  # -1: every worker; jax asks the metadata server
+
+
+# (name, process count it started: 0 if not it) for the launchers `jax.distributed.initialize()`
+# with no arguments can join, detected from the variables they set in every process.
+LAUNCHERS = (('slurm', _slurm), ('open mpi', _open_mpi), ('kubernetes tpu', _gke_tpu),
+             ('cloud tpu pod', _tpu_pod))
+
+
+def detected_cluster(env=None) -> tuple[str, int] | None:
+  """(launcher, process count) of a multi-process launch that jax can join by itself, or None.
+
+  Public API only: jax's own cluster detection is private, so the launchers are
+  recognised here by their documented variables. A count of -1 means every worker of a TPU pod
+  slice (`launch.py pod`), which jax counts itself.
+  """
+  env = os.environ if env is None else env
+  for name, count_of in LAUNCHERS:
     try:
-      if env.is_env_present():
-        count = env.get_process_count()
-        return (getattr(env, 'name', env.__name__), count) if count > 1 else None
-    except Exception:  # pylint: disable=broad-except  # a half-present environment: ignore it
+      count = count_of(env)
+    except ValueError:  # a malformed count: not a launch jax could join either
       continue
+    if count > 1 or count == -1:
+      return name, count
   return None
 
 
@@ -86,7 +116,7 @@ def initialize(dist_cfg) -> bool:
             f"(coordinator {arguments['coordinator_address']})")
   else:
     name, count = detected_cluster()
-    what = f'the {count} processes of this {name} job'
+    what = f'the {count} processes of this {name} job' if count > 0 else f'the {name} workers'
   timer = _watchdog(timeout_s, what)
   timer.start()
   try:

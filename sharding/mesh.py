@@ -4,7 +4,8 @@
 ICI on TPU, NVLink on GPU); one of them may be -1. `mesh.dcn_data` > 1 adds a second, slower
 level for multi-slice pods or several GPU hosts: the 'data' axis then spans `dcn_data` slices,
 each slice holding a whole (data, fsdp, tensor) sub-mesh, so only data-parallel traffic crosses
-the slow links. Slices are told apart by `device.slice_index` (TPU) or else by process.
+the slow links. Slices are told apart by `device.slice_index` (TPU) or else by process, and
+laid out by `mesh_utils.create_hybrid_device_mesh`.
 
 Devices are laid out with `jax.experimental.mesh_utils` so that 'tensor' (the most talkative
 axis) lands on the nearest devices. The mesh uses Auto axis types so that linen's logical
@@ -62,14 +63,11 @@ def resolve_mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   return tuple(sizes)
 
 
-def _granules(devices: Sequence, count: int) -> list[list]:
-  """The devices split into `count` slices by slice_index (TPU), else by process."""
+def _slices_are_processes(devices: Sequence, count: int) -> bool:
+  """False if `slice_index` (TPU) splits the devices into `count` slices, True if processes do."""
   for key in ('slice_index', 'process_index'):
-    groups = {}
-    for device in devices:
-      groups.setdefault(getattr(device, key, 0), []).append(device)
-    if len(groups) == count:
-      return [groups[k] for k in sorted(groups)]
+    if len({getattr(device, key, 0) for device in devices}) == count:
+      return key == 'process_index'
   raise UserError(f'mesh.dcn_data={count} but the devices do not form {count} slices (by '
                   'slice_index, nor by process); set config.mesh.dcn_data to the slice count')
 
@@ -78,9 +76,10 @@ def device_grid(shape: Sequence[int], devices: Sequence, dcn_data: int = 1) -> n
   """Devices arranged as (dcn_data * data, fsdp, tensor), slice by slice along 'data'."""
   if dcn_data == 1:
     return mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-  blocks = [mesh_utils.create_device_mesh(shape, granule, allow_split_physical_axes=True)
-            for granule in _granules(devices, dcn_data)]
-  return np.concatenate(blocks, axis=0)
+  return mesh_utils.create_hybrid_device_mesh(
+      shape, (dcn_data, 1, 1), devices,
+      process_is_granule=_slices_are_processes(devices, dcn_data),
+      allow_split_physical_axes=True)
 
 
 def build_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:

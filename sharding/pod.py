@@ -3,8 +3,9 @@
 Everything here is a pure function from names to commands; `sharding/pod_cli.py` runs them
 (`launch.py pod ...`) and `--dry_run` prints them. Every worker call is one
 `gcloud compute tpus tpu-vm ssh NAME --worker=all --command=SCRIPT`: all workers run the same
-script in the same directory, and `jax.distributed` finds its peers there by itself
-(`config.distributed.coordinator='auto'`).
+script in the same directory. The run is marked with `LAUNCH_POD_WORKER=1`
+(`sharding.distributed.POD_MARKER`), so that `config.distributed.coordinator='auto'` (the default)
+lets `jax.distributed` find its peers there by itself (from the TPU metadata server).
 
 A run on a worker is started detached (`setsid nohup`), so it survives the ssh connection:
 its output is appended to `WORKDIR/.pod/run-HOSTNAME.log`, the training process's id to `...pid` and
@@ -18,6 +19,7 @@ import shlex
 from typing import Sequence
 
 from errors import UserError
+from sharding.distributed import POD_MARKER
 
 STATE_DIR = '.pod'  # inside the workdir on every worker
 HOST_FILES = STATE_DIR + '/run-$(hostname)'  # expanded by the worker's shell
@@ -90,14 +92,14 @@ def queued_delete(pod: Slice) -> list[str]:
 
 def launch_command(verb_args: Sequence[str], python: str = 'python3',
                    env: Sequence[str] = ()) -> str:
-  """`NAME=VALUE ... python launch.py VERB ...`, quoted for a POSIX shell."""
+  """`LAUNCH_POD_WORKER=1 NAME=VALUE ... python launch.py VERB ...`, quoted for a POSIX shell."""
   if not verb_args:
     raise UserError('launch.py pod needs a command after --, e.g. -- train --config configs/x.py')
   for item in env:
     if '=' not in item or not item.split('=', 1)[0].isidentifier():
       raise UserError(f'--env {item!r} is not NAME=VALUE')
-  assignments = [f"{name}={shlex.quote(value)}" for name, value in
-                 (item.split('=', 1) for item in env)]
+  assignments = [f'{POD_MARKER}=1'] + [f"{name}={shlex.quote(value)}" for name, value in
+                                      (item.split('=', 1) for item in env)]
   return ' '.join(assignments + [shlex.join([python, 'launch.py', *verb_args])])
 
 

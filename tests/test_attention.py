@@ -34,3 +34,24 @@ def test_blocked_causal_attention_matches_reference(chunk, kv_heads):
   out = jax.jit(causal_attention, static_argnums=3)(q_grouped, k, v, chunk)
   np.testing.assert_allclose(np.asarray(out).reshape(q.shape), reference_attention(q, k, v),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kv_heads', [4, 2, 1])
+def test_attention_layer_splits_and_merges_heads_like_the_reference(kv_heads):
+  """The whole layer (projections, grouping of query heads over K/V heads, merge, output
+  projection) against NumPy: query head h reads K/V head h // (H / K)."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from models.attention import CausalSelfAttention  # pylint: disable=import-outside-toplevel
+  from models.config import TransformerConfig  # pylint: disable=import-outside-toplevel
+  cfg = TransformerConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=4, n_kv_heads=kv_heads,
+                          max_len=8, position='learned', attention_query_chunk=4).derived()
+  x = np.random.default_rng(1).standard_normal((2, 8, 16)).astype(np.float32)
+  layer = CausalSelfAttention(cfg)
+  params = nn.meta.unbox(layer.init(jax.random.PRNGKey(0), x)['params'])
+  w = {name: np.asarray(params[name]['kernel'], np.float64)
+       for name in ('query', 'key', 'value', 'out')}
+  q = np.einsum('bld,dhe->blhe', x, w['query']) / np.sqrt(cfg.head_dim)
+  k = np.einsum('bld,dke->blke', x, w['key'])
+  v = np.einsum('bld,dke->blke', x, w['value'])
+  expected = np.einsum('blhe,hed->bld', reference_attention(q, k, v), w['out'])
+  np.testing.assert_allclose(layer.apply({'params': params}, x), expected, rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@
 import importlib
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -207,14 +208,14 @@ def test_prepare_round_trip(tmp_path, tokenizer):
 def test_prepare_reuses_a_complete_corpus(tmp_path, monkeypatch):
   config = data_config(tmp_path, write_corpus(tmp_path / 'corpus', count=4))
   corpus_dir = prepare(config)
-  written = (corpus_dir / 'manifest.json').stat().st_mtime_ns
+  written = os.stat(corpus_dir / 'manifest.json').st_mtime_ns
 
   def must_not_build(*args, **kwargs):
     raise AssertionError('prepare() rebuilt a cached corpus')
 
   monkeypatch.setattr(prepare_module, '_build', must_not_build)
   assert prepare(config) == corpus_dir
-  assert (corpus_dir / 'manifest.json').stat().st_mtime_ns == written
+  assert os.stat(corpus_dir / 'manifest.json').st_mtime_ns == written
   config.validation_fraction = 0.3
   with pytest.raises(AssertionError, match='rebuilt'):
     prepare(config)  # another setting is another corpus

@@ -17,7 +17,7 @@ import pytest
 
 from configs.base import get_config
 from errors import UserError
-from train.optim import decay_mask, make_optimizer, validate_optim_config
+from train.optim import beta2, decay_mask, make_optimizer, validate_optim_config
 
 TARGET = (2.0, 3.0)
 START = (1.0, 2.0)
@@ -124,6 +124,35 @@ def test_lion_uses_sign_of_b1_interpolation_and_b2_for_the_moment():
   np.testing.assert_allclose(descend(cfg, 2), w2, rtol=1e-6)
 
 
+def moment_after_one_step(cfg, field: str) -> np.ndarray:
+  """The optimizer-state leaf named `field` (mu, nu) after one update from START."""
+  tx = make_optimizer(cfg, total_steps=100)
+  params = {'w': jnp.array(START)}
+  _, state = tx.update({'w': jnp.array(gradient(START))}, tx.init(params), params)
+  found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+           if getattr(path[-2], 'name', None) == field]
+  assert len(found) == 1, state
+  return np.asarray(found[0])
+
+
+@pytest.mark.parametrize('name, field, expected_b2', [
+    ('lion', 'mu', 0.99), ('adamw', 'nu', 0.95), ('adam', 'nu', 0.95)])
+def test_b2_left_unset_is_the_optimizers_own_default(name, field, expected_b2):
+  cfg = optim_config(name=name)
+  assert cfg.b2 == 0.0  # configs/base.py leaves it unset
+  assert beta2(cfg) == expected_b2
+  g = np.array(gradient(START))  # [-2, -2]
+  # One step from zero moments: lion's m = (1 - b2) g, Adam's v = (1 - b2) g^2.
+  expected = (1 - expected_b2) * (g if field == 'mu' else g**2)
+  np.testing.assert_allclose(moment_after_one_step(cfg, field), expected, rtol=1e-6)
+
+
+def test_b2_set_explicitly_is_used_as_given():
+  cfg = optim_config(name='lion', b2=0.9)
+  assert beta2(cfg) == 0.9
+  np.testing.assert_allclose(moment_after_one_step(cfg, 'mu'), [-0.2, -0.2], rtol=1e-6)
+
+
 def test_adafactor_unfactored_vector():
   lr = 0.1
   cfg = optim_config(name='adafactor', lr=lr)
@@ -188,11 +217,15 @@ def test_momentum_weight_decay_is_decoupled_from_the_velocity():
   np.testing.assert_allclose(np.asarray(new['kernel']), (1 - lr * wd)**2, rtol=1e-6)
 
 
-def test_decay_mask():
-  params = {'embed': jnp.ones((4, 3)), 'layer': {'qkv': jnp.ones((3, 2, 2)),
-                                                  'norm_scale': jnp.ones((3,))}}
-  assert decay_mask(params) == {'embed': True, 'layer': {'qkv': True, 'norm_scale': False}}
-  assert decay_mask(params, decay_norms_and_biases=True)['layer']['norm_scale']
+def test_decay_mask_goes_by_name_not_rank():
+  params = {'embedding': jnp.ones((4, 3)),
+            'layers': {'query': {'kernel': jnp.ones((2, 3, 2, 2)), 'bias': jnp.ones((2, 2, 2))},
+                       'norm': {'scale': jnp.ones((2, 3))}}}
+  assert decay_mask(params) == {'embedding': True, 'layers': {
+      'query': {'kernel': True, 'bias': False}, 'norm': {'scale': False}}}
+  assert decay_mask(params, decay_norms_and_biases=True)['layers']['norm']['scale']
+  with pytest.raises(ValueError, match="layers/gamma: weight decay knows"):
+    decay_mask({'layers': {'gamma': jnp.ones((3,))}})
 
 
 def test_clipping_scales_a_norm_10_gradient_to_norm_1():

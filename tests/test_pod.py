@@ -115,7 +115,7 @@ def test_dry_run_prints_every_command(capfd):
   # The worker's shell sees the same words we were given, in the detached wrapper.
   wrapper = shlex.split(script.split('setsid nohup sh -c ', 1)[1])[0]
   assert shlex.split(wrapper.split(' & ', 1)[0]) == [
-      'WANDB_MODE=off', '.venv/bin/python', 'launch.py', 'train', '--config',
+      'LAUNCH_POD_WORKER=1', 'WANDB_MODE=off', '.venv/bin/python', 'launch.py', 'train', '--config',
       'configs/gpt2_small.py', "--config.name=it's mine"]
   # Without an action, `pod` is `pod run`, as before.
   assert _pod(capfd, *SLICE, '--dry_run', '--', 'info')[0] == 0
@@ -295,7 +295,8 @@ def test_keep_alive_resumes_a_preempted_training_run(capfd, cloud, tmp_path):
                         'signal': 15}, {'exec': True}])
   code, out, _ = _pod(capfd, 'run', *SLICE, '--workdir', 'code', '--python', sys.executable,
                       '--install', 'true', '--keep_alive', '--poll_s', '0', '--',
-                      'train', *tiny_flags(tmp_path, run_dir, train__steps=30))
+                      'train', *tiny_flags(tmp_path, run_dir, train__steps=30),
+                      '--config.distributed.coordinator=none')  # one process, not a real pod
   assert code == 0, out
   assert cloud.kinds().count('run') == 2 and cloud.kinds().count('setup') == 2
   assert 'the run ended with status 75' in out  # saved on SIGTERM

@@ -113,3 +113,22 @@ def test_sigterm_saves_exits_75_and_resumes_exactly(baseline, cache, tmp_path, c
   assert launch.main(['sample', '--run_dir', str(run_dir), '--prompt', 'def ', '--tokens', '20',
                       '--temperature', '0']) == 0
   assert capsys.readouterr().out.startswith('def ')
+
+
+@pytest.mark.slow
+def test_resume_may_raise_grad_accum_steps(tmp_path):
+  """A run restarted with more micro-batches (say after running out of memory) is accepted and
+  continues with the same per-step losses, to float32 round-off, as a run never changed."""
+  write_corpus(tmp_path)
+  flags = {'train__steps': 20, 'optim__decay_steps': 20, 'checkpoint__every': 10}
+  reference_dir, run_dir = tmp_path / 'reference', tmp_path / 'run'
+  assert launch.main(['train'] + tiny_flags(tmp_path, reference_dir, **flags)) == 0
+  first = dict(flags, train__steps=10)
+  assert launch.main(['train'] + tiny_flags(tmp_path, run_dir, **first)) == 0
+  more_micro_batches = dict(flags, train__grad_accum_steps=4)
+  assert launch.main(['train'] + tiny_flags(tmp_path, run_dir, **more_micro_batches)) == 0
+  assert json.loads((run_dir / 'config.json').read_text())['train']['grad_accum_steps'] == 4
+  resumed, reference = train_losses(run_dir), train_losses(reference_dir)
+  assert sorted(resumed) == sorted(reference) == list(range(1, 21))
+  for step in range(11, 21):
+    assert resumed[step] == pytest.approx(reference[step], rel=1e-5), step

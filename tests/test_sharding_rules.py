@@ -118,6 +118,16 @@ def test_two_level_mesh_puts_each_slice_on_its_own_data_rows():
     mesh_lib.device_grid((1, 1, 2), devices, dcn_data=4)
 
 
+def test_two_level_mesh_prefers_tpu_slices_to_processes():
+  devices = _fake_devices(4, 2)  # 4 processes (hosts), 2 per TPU slice
+  for device in devices:
+    device.slice_index = device.process_index // 2
+  grid = mesh_lib.device_grid((2, 2, 1), devices, dcn_data=2)
+  assert grid.shape == (4, 2, 1)
+  for rows, slice_index in ((slice(0, 2), 0), (slice(2, 4), 1)):
+    assert {d.slice_index for d in grid[rows].flat} == {slice_index}
+
+
 def test_one_device_mesh_builds():
   built = mesh_lib.build_mesh(_mesh_cfg(1, 1, -1))
   assert dict(built.shape) == {'data': 1, 'fsdp': 1, 'tensor': 1}

@@ -37,10 +37,12 @@ def cli_command(args: list[str]) -> list[str]:
   return [sys.executable, str(ROOT / 'launch.py')] + args
 
 
-def cli_env(devices: int | None = None, compile_cache: Path | None = None) -> dict:
-  """The environment of a CLI subprocess: `devices` simulated CPU devices, and a persistent
-  compilation cache shared by the subprocesses of a test (the same executables, loaded)."""
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
+def cli_env(devices: int | None = None, compile_cache: Path | None = None,
+            extra: dict | None = None) -> dict:
+  """The environment of a CLI subprocess: `devices` simulated CPU devices, a persistent
+  compilation cache shared by the subprocesses of a test (the same executables, loaded), and
+  any `extra` variables."""
+  env = dict(os.environ, PYTHONUNBUFFERED='1', **(extra or {}))
   if devices:
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={devices}').strip()
@@ -52,9 +54,9 @@ def cli_env(devices: int | None = None, compile_cache: Path | None = None) -> di
 
 
 def run_cli(args: list[str], devices: int | None = None, compile_cache: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-  """`python launch.py ARGS` in a subprocess, from the repository root."""
-  return subprocess.run(cli_command(args), cwd=ROOT, env=cli_env(devices, compile_cache),
+            timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+  """`python launch.py ARGS` in a subprocess, from the repository root (`env`: extra variables)."""
+  return subprocess.run(cli_command(args), cwd=ROOT, env=cli_env(devices, compile_cache, env),
                         capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -2,7 +2,8 @@
 
 No corpus is read: the batch is random token ids of the configured shape, so this measures the
 model, optimizer and sharding alone. MFU uses the PaLM FLOP count (models/counting.py, attention
-not halved) against a matmul peak measured in the same process (train/hardware.py).
+not halved) against the chip's published bf16 peak, or on CPU a matmul peak measured in the
+same process (train/hardware.py).
 """
 
 import statistics
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 
 from models.counting import flops_per_token
-from train.hardware import measured_peak_flops
+from train.hardware import PeakFlops
 from train.parallel import build_layout, jit_train_step
 from train.state import create_state
 
@@ -39,17 +40,18 @@ def benchmark_step(config, steps: int = 10) -> dict:
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
   tokens_per_step = batch * seq_len
-  peak = measured_peak_flops() * jax.device_count()
+  peak = PeakFlops()
   flops = flops_per_token(layout.model_cfg, seq_len) * tokens_per_step
   return {'config': config.name, 'devices': jax.device_count(), 'backend': jax.default_backend(),
           'batch': batch, 'seq_len': seq_len, 'compile_s': compile_s, 'step_s': step_s,
           'tokens_per_s': tokens_per_step / step_s, 'model_flops_per_s': flops / step_s,
-          'peak_flops_per_s': peak, 'mfu': flops / step_s / peak}
+          'peak_flops_per_s': peak.value, 'mfu': flops / step_s / peak.value,
+          'mfu_of': peak.label}
 
 
 def format_benchmark(result: dict) -> str:
   return (f"{result['config']}: {result['tokens_per_s']:,.0f} tokens/s, step "
-          f"{1000 * result['step_s']:.1f} ms (median), MFU {100 * result['mfu']:.1f}% of a measured "
-          f"{result['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s peak on {result['devices']} "
+          f"{1000 * result['step_s']:.1f} ms (median), MFU {100 * result['mfu']:.1f}% of "
+          f"{result['mfu_of']} on {result['devices']} "
           f"{result['backend']} device(s); batch {result['batch']} x {result['seq_len']}, "
           f"compile {result['compile_s']:.1f} s")

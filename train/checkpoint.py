@@ -17,30 +17,34 @@ folder that orbax never lists. `restore_latest` tries the newest checkpoint firs
 to older ones when one does not restore (truncated or deleted files); when it may write, it
 removes half-written saves and moves damaged checkpoints to `<run_dir>/damaged_checkpoints/` (so
 that later saves can reuse their step numbers), and says what it skipped in one line.
+
+The run directory may be in a bucket (gs://): orbax then writes each save straight into
+`<step>/` and marks it complete with a `commit_success.txt` (a bucket cannot rename a folder
+atomically), so there a half-written save is a step folder without that file.
 """
 
 import gc
 import logging
-import shutil
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from errors import UserError
+from storage import absolute, as_path, is_remote, move_tree
 from train.state import path_names
 
 CHECKPOINTS = 'checkpoints'  # under the run directory
 DAMAGED = 'damaged_checkpoints'  # under the run directory
 INCOMPLETE_MARK = '.orbax-checkpoint-tmp'  # orbax's name for a save that did not finish
+COMMITTED_MARK = 'commit_success.txt'  # in a bucket, orbax's mark of a finished save
 META_FORMAT = 1
 
 
-def open_manager(directory: Path, checkpoint_cfg=None,
+def open_manager(directory, checkpoint_cfg=None,
                  read_only: bool = False) -> ocp.CheckpointManager:
   """The manager of `directory` (created unless read_only), keeping what `checkpoint_cfg` says."""
   options = {'read_only': read_only, 'create': not read_only}
@@ -60,7 +64,7 @@ def open_manager(directory: Path, checkpoint_cfg=None,
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)  # read_only is worth no warning
   try:
-    return ocp.CheckpointManager(Path(directory).absolute(),
+    return ocp.CheckpointManager(absolute(directory),
                                  options=ocp.CheckpointManagerOptions(**options),
                                  item_handlers={'state': ocp.StandardCheckpointHandler(),
                                                 'meta': ocp.JsonCheckpointHandler()})
@@ -108,8 +112,8 @@ def restore_latest(manager_or_dir, abstract_state, move_damaged: bool = False):
   half-written saves are deleted and damaged checkpoints moved aside.
   """
   manager = _as_manager(manager_or_dir)
-  directory = Path(manager.directory)
-  incomplete = sorted(p for p in directory.glob(f'*{INCOMPLETE_MARK}*') if p.is_dir())
+  directory = as_path(manager.directory)
+  incomplete = _incomplete_saves(directory)
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     state, why = _try_restore(manager, step, abstract_state)
@@ -174,7 +178,7 @@ def _shapes(tree) -> dict[str, tuple]:
   return {'.'.join(path_names(path)): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
 
 
-def check_same_shapes(metadata_tree, abstract_state, where: Path) -> None:
+def check_same_shapes(metadata_tree, abstract_state, where) -> None:
   """UserError, naming one differing array, unless the checkpoint holds this model's state."""
   saved, wanted = _shapes(metadata_tree), _shapes(abstract_state)
   if saved == wanted:
@@ -187,7 +191,17 @@ def check_same_shapes(metadata_tree, abstract_state, where: Path) -> None:
                       f'{here} in this config); use another --run_dir or delete it')
 
 
-def _skip(directory: Path, incomplete: list[Path], damaged: list[tuple[int, str]],
+def _incomplete_saves(directory) -> list:
+  """The folders of saves that did not finish (orbax lists none of them as a step)."""
+  if not is_remote(directory):
+    return sorted(p for p in directory.glob(f'*{INCOMPLETE_MARK}*') if p.is_dir())
+  if not directory.exists():
+    return []
+  return sorted(p for p in directory.iterdir()
+                if p.name.isdigit() and p.is_dir() and not (p / COMMITTED_MARK).exists())
+
+
+def _skip(directory, incomplete: list, damaged: list[tuple[int, str]],
           move: bool) -> list[str]:
   """Notes on what was skipped; with `move`, deletes half-written saves and moves damaged
   checkpoints to <run_dir>/damaged_checkpoints/ (process 0 does the file work)."""
@@ -199,10 +213,9 @@ def _skip(directory: Path, incomplete: list[Path], damaged: list[tuple[int, str]
     targets.append(target)
   if move and jax.process_index() == 0:
     for path in incomplete:
-      shutil.rmtree(path, ignore_errors=True)
+      path.rmtree(missing_ok=True)
     for (step, _), target in zip(damaged, targets):
-      target.parent.mkdir(parents=True, exist_ok=True)
-      shutil.move(str(directory / str(step)), str(target))
+      move_tree(directory / str(step), target)
   if move and jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices('checkpoint_clean_up')
@@ -216,7 +229,7 @@ def _skip(directory: Path, incomplete: list[Path], damaged: list[tuple[int, str]
 def _as_manager(manager_or_dir) -> ocp.CheckpointManager:
   if isinstance(manager_or_dir, ocp.CheckpointManager):
     return manager_or_dir
-  directory = Path(manager_or_dir)
+  directory = as_path(manager_or_dir)
   if not directory.is_dir():
     raise UserError(f'{directory} holds no checkpoints; train first or pass the run directory')
   return open_manager(directory, read_only=True)
@@ -230,8 +243,8 @@ def _one_line(error: BaseException) -> str:
   return text if len(text) <= 160 else text[:157] + '...'
 
 
-def checkpoint_dir(run_dir: Path) -> Path:
-  return Path(run_dir) / CHECKPOINTS
+def checkpoint_dir(run_dir):
+  return as_path(run_dir) / CHECKPOINTS
 
 
 def latest_step(manager_or_dir) -> int | None:

@@ -7,12 +7,12 @@ into the directory (a run may still be training in it).
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
 import jax
 
 from errors import UserError
+from storage import as_path
 from train import checkpoint
 from train.config import validate
 from train.run_dir import load_run_config
@@ -27,9 +27,10 @@ class LoadedRun:
   step: int
 
 
-def load_run(run_dir: Path, eval_batches: int | None = None) -> LoadedRun:
-  """The run's experiment and its newest good checkpoint (UserError if it has none)."""
-  run_dir = Path(run_dir)
+def load_run(run_dir, eval_batches: int | None = None) -> LoadedRun:
+  """The run's experiment and its newest good checkpoint (UserError if it has none); `run_dir`
+  is local or gs://."""
+  run_dir = as_path(run_dir)
   if not run_dir.is_dir():
     raise UserError(f'{run_dir} is not a run directory; pass the --run_dir of a training run')
   config = load_run_config(run_dir)

@@ -1,15 +1,45 @@
-"""Peak matmul throughput of this process's devices, measured, for MFU.
+"""The peak FLOP/s that MFU is measured against: published for known accelerators, else measured.
 
-MFU is reported against a peak measured in the same process (a large `jnp.dot`), not a data
-sheet: on a shared 2-core CPU the spec number would say little. A machine that is busy with
-other work at the moment of measuring gives too low a peak (and too high an MFU), so a run keeps
-the best of several measurements (`PeakFlops.refresh()` at every evaluation).
+On TPUs and GPUs whose `device_kind` is in `PUBLISHED_BF16_PEAKS`, MFU is against the chip's
+published dense (no sparsity) bf16 peak times the device count, as MaxText and Levanter report
+it, so figures compare with theirs. On CPU, and on an accelerator missing from the table, the
+peak is measured in the same process (a large `jnp.dot`): a spec number says little on a shared
+2-core CPU. A machine busy with other work while it is measured gives too low a peak (too high an
+MFU), so a run keeps the best of several measurements (`PeakFlops.refresh()` at every
+evaluation). `PeakFlops.label` names the peak used; every printed MFU says "of <label>".
 """
 
+import re
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+
+# (pattern matched against jax's device_kind, chip name, dense bf16 FLOP/s per chip). Sources:
+# Google Cloud TPU system architecture pages (v4 275, v5e 197, v5p 459, v6e 918 TFLOP/s per
+# chip); NVIDIA A100 and H100 datasheets and the H200 product brief (A100 312, H100 SXM 989.4,
+# H100 PCIe 756, H200 989.4 TFLOP/s, the "with sparsity" figures halved). jax names v5e
+# 'TPU v5 lite', v5p 'TPU v5', v6e 'TPU v6 lite', an H100 SXM 'NVIDIA H100 80GB HBM3'.
+# Variants with other clocks (H100 NVL, H200 NVL, GH200) are left out: they are measured.
+PUBLISHED_BF16_PEAKS = (
+    (r'^TPU v4$', 'TPU v4', 275e12),
+    (r'^TPU v5( ?lite|e)', 'TPU v5e', 197e12),
+    (r'^TPU v5p?$', 'TPU v5p', 459e12),
+    (r'^TPU v6( ?lite|e)', 'TPU v6e', 918e12),
+    (r'\bA100\b', 'A100', 312e12),
+    (r'\bH100\b.*\bPCIe\b', 'H100 PCIe', 756e12),
+    (r'\bH100\b(?!.*\b(PCIe|NVL)\b)', 'H100 SXM', 989.4e12),
+    (r'\bH200\b(?!.*\bNVL\b)', 'H200', 989.4e12),
+)
+
+
+def published_peak(device_kind: str) -> tuple[str, float] | None:
+  """(chip name, dense bf16 FLOP/s) of a `jax.Device.device_kind`, or None if not in the table."""
+  for pattern, name, flops in PUBLISHED_BF16_PEAKS:
+    if re.search(pattern, device_kind, re.IGNORECASE):
+      return name, flops
+  return None
 
 
 def measured_peak_flops(size: int = 2048, repeats: int = 3) -> float:
@@ -26,12 +56,40 @@ def measured_peak_flops(size: int = 2048, repeats: int = 3) -> float:
   return 2 * size**3 / best
 
 
-class PeakFlops:
-  """The best peak FLOP/s of all the devices seen so far in this process."""
+def _flops_text(flops: float) -> str:
+  return f'{flops / 1e12:,.0f} TFLOP/s' if flops >= 1e12 else f'{flops / 1e9:,.0f} GFLOP/s'
 
-  def __init__(self):
-    self.value = measured_peak_flops() * jax.device_count()
+
+class PeakFlops:
+  """The peak FLOP/s of all the run's devices (`value`) and what it is (`label`)."""
+
+  def __init__(self, devices: Sequence[jax.Device] | None = None):
+    devices = list(jax.devices() if devices is None else devices)
+    self.count, self.platform = len(devices), devices[0].platform
+    self.device_kind = devices[0].device_kind
+    published = published_peak(self.device_kind) if self.platform != 'cpu' else None
+    self.chip, self.per_chip = published if published else (None, 0.0)
+    self.value = self.per_chip * self.count if published else self._measure()
+
+  @property
+  def measured(self) -> bool:
+    return self.chip is None
+
+  def _measure(self) -> float:
+    return measured_peak_flops() * self.count
 
   def refresh(self) -> float:
-    self.value = max(self.value, measured_peak_flops() * jax.device_count())
+    """Measures again (a measured peak keeps the best value); a published peak stays."""
+    if self.measured:
+      self.value = max(self.value, self._measure())
     return self.value
+
+  @property
+  def label(self) -> str:
+    """e.g. 'H100 SXM bf16 peak 989 TFLOP/s', '8 x TPU v5e bf16 peak 197 TFLOP/s' or
+    'measured CPU peak 310 GFLOP/s'."""
+    if not self.measured:
+      chips = f'{self.count} x ' if self.count > 1 else ''
+      return f'{chips}{self.chip} bf16 peak {_flops_text(self.per_chip)}'
+    unknown = '' if self.platform == 'cpu' else f' ({self.device_kind}: no published peak known)'
+    return f'measured {self.platform.upper()} peak {_flops_text(self.value)}{unknown}'

@@ -15,9 +15,9 @@ nothing during the streak so the last good checkpoint stays the newest.
 import math
 import sys
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
 
 from errors import EXIT_NONFINITE, EXIT_PREEMPTED, RunStopped
 from models.counting import flops_per_token
@@ -69,7 +69,7 @@ def _nonfinite_message(bad_streak: int, last_bad: int, manager) -> str:
           '--run_dir')
 
 
-def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
+def train(config, run_dir: epath.Path, progress_enabled: bool = True) -> dict:
   """Trains per `config`, writing everything into `run_dir`; returns the summary dict.
 
   Resumes from the run directory's newest good checkpoint. Raises `RunStopped` when stopped by
@@ -121,7 +121,8 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       elapsed = time.perf_counter() - timed_start
       tokens_per_s = timed_steps * tokens_per_step / elapsed if timed_steps else 0.0
       mfu = tokens_per_s / tokens_per_step * flops_per_step / peak_flops.value
-      progress.update(step, sum(window_losses) / len(window_losses), tokens_per_s, mfu)
+      progress.update(step, sum(window_losses) / len(window_losses), tokens_per_s, mfu,
+                      peak_flops.label)
       if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
         last_loss = sum(window_losses) / len(window_losses)
         writer.write('train', step + 1, {**metrics, 'loss': last_loss, 'last_step_loss':
@@ -195,6 +196,7 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
       'unigram_bits_per_byte': exp.manifest['unigram_bits_per_byte'],
       'tokens_per_s': tokens_per_s,
       'mfu': tokens_per_s / tokens_per_step * flops_per_step / peak_flops.refresh(),
+      'mfu_of': peak_flops.label,
       'wall_s': wall,
       'skipped_steps': int(state.skipped_steps),
   }
@@ -212,11 +214,12 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
   return summary
 
 
-def format_summary(summary: dict, run_dir: Path) -> str:
+def format_summary(summary: dict, run_dir: epath.Path) -> str:
   """The end-of-run report printed to the console."""
   lines = [
       f"finished {summary['steps']} steps in {format_seconds(summary['wall_s'])} " + (
-          f"({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%)"
+          f"({summary['tokens_per_s']:,.0f} tokens/s, "
+          f"MFU {100 * summary['mfu']:.1f}% of {summary['mfu_of']})"
           if summary['tokens_per_s'] else '(no steps left to train: evaluated the checkpoint)'),
       f"train loss      {summary['train_loss']:.4f} nats/token  "
       f"{summary['train_bits_per_byte']:.3f} bits/byte",

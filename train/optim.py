@@ -8,6 +8,10 @@
   add_decayed_weights(wd, decay_mask)    if weight_decay > 0 and the optimizer decays
   scale_by_learning_rate(schedule)       train/schedules.py; flips the sign for descent
 
+`optim.b2 = 0` (the default) means the b2 its optimizer is known by: 0.95 for adam and adamw
+(GPT-3, Llama), 0.99 for lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms");
+see `beta2`. Any other value is used as given.
+
 Directions: adamw and adam use Adam's bias-corrected moments (b1, b2, eps); sgd uses the
 gradient itself; momentum uses the heavy-ball trace v = momentum * v + g; nesterov uses
 g + momentum * v; lion uses sign(b1 * m + (1 - b1) * g) with m = b2 * m + (1 - b2) * g; adafactor
@@ -16,8 +20,12 @@ uses optax's factored second moments with its usual settings, written out in `_a
 Weight decay is decoupled everywhere it applies (every optimizer but adam): `wd * param` is
 added after the direction, so it never enters a moment or momentum buffer, and is scaled by
 the scheduled lr with the rest of the update (param -= lr(t) * (direction + wd * param)), as in
-AdamW. `decay_mask` keeps it off 1-D params (norm scales, biases) unless
-`optim.decay_norms_and_biases`. `adam` ignores `weight_decay`; use `adamw` for decay.
+AdamW. `decay_mask` decides by what a parameter is, read from its name (the last key of its
+path): matrices (`kernel`, `embedding`, `position_embedding`) are decayed, norm scales and
+biases (`scale`, `bias`) only with `optim.decay_norms_and_biases`. Not by rank: under
+`model.scan_layers` a norm scale is [layers, d] and a Q/K/V bias is [heads, head_dim]. A name in
+neither list is an error, so a new kind of parameter must be placed in one. `adam` ignores
+`weight_decay`; use `adamw` for decay.
 
 Both the mask and adafactor need the params: call `tx.update(grads, opt_state, params)`.
 """
@@ -30,12 +38,21 @@ import optax
 
 from errors import UserError
 from train.schedules import SCHEDULES, make_schedule
+from train.state import path_names
 
 Params = Any  # a pytree (nested dicts) of jax arrays
 
 
+DEFAULT_B2 = {'adam': 0.95, 'adamw': 0.95, 'lion': 0.99}  # what optim.b2 = 0 stands for
+
+
+def beta2(optim_cfg) -> float:
+  """`optim.b2`, or the default of `optim.name` (DEFAULT_B2) when it is 0 (not set)."""
+  return optim_cfg.b2 or DEFAULT_B2.get(optim_cfg.name, 0.0)
+
+
 def _adam(optim_cfg) -> optax.GradientTransformation:
-  return optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps)
+  return optax.scale_by_adam(b1=optim_cfg.b1, b2=beta2(optim_cfg), eps=optim_cfg.eps)
 
 
 def _sgd(optim_cfg) -> optax.GradientTransformation:
@@ -52,7 +69,7 @@ def _nesterov(optim_cfg) -> optax.GradientTransformation:
 
 
 def _lion(optim_cfg) -> optax.GradientTransformation:
-  return optax.scale_by_lion(b1=optim_cfg.b1, b2=optim_cfg.b2)
+  return optax.scale_by_lion(b1=optim_cfg.b1, b2=beta2(optim_cfg))
 
 
 def _adafactor(optim_cfg) -> optax.GradientTransformation:
@@ -85,9 +102,26 @@ OPTIMIZERS = tuple(DIRECTIONS)
 WITHOUT_WEIGHT_DECAY = ('adam',)
 
 
+DECAYED_PARAMS = ('kernel', 'embedding', 'position_embedding')  # matrices, whatever their rank
+NORMS_AND_BIASES = ('scale', 'bias')
+
+
+def is_decayed(path: tuple[str, ...], decay_norms_and_biases: bool = False) -> bool:
+  """Whether the parameter at `path` (e.g. ('layers', 'attn', 'query', 'bias')) is decayed."""
+  name = path[-1]
+  if name in DECAYED_PARAMS:
+    return True
+  if name in NORMS_AND_BIASES:
+    return decay_norms_and_biases
+  raise ValueError(f"parameter {'/'.join(path)}: weight decay knows {DECAYED_PARAMS} (decayed) "
+                   f'and {NORMS_AND_BIASES} (not decayed); add {name!r} to one of them in '
+                   'train/optim.py')
+
+
 def decay_mask(params: Params, decay_norms_and_biases: bool = False) -> Params:
-  """True for params that get weight decay: ndim >= 2, plus 1-D ones if asked to."""
-  return jax.tree.map(lambda p: p.ndim >= 2 or decay_norms_and_biases, params)
+  """True for the params that get weight decay (`is_decayed` of each one's key path)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: is_decayed(path_names(path), decay_norms_and_biases), params)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -1,6 +1,6 @@
 """The console display of a training run: a live progress bar on a terminal, log lines elsewhere.
 
-Shows step, loss, tokens/s, MFU and ETA. Only process 0 displays anything.
+Shows step, loss, tokens/s, MFU (and the peak it is of) and ETA. Only process 0 displays anything.
 """
 
 import sys
@@ -17,7 +17,10 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """Call `update(step, loss, tokens_per_s, mfu)` after each step and `close()` at the end."""
+  """Call `update(step, loss, tokens_per_s, mfu, peak_label)` after each step; `close()` ends.
+
+  `peak_label` names the peak MFU is a fraction of (train/hardware.py `PeakFlops.label`).
+  """
 
   def __init__(self, start_step: int, total_steps: int, log_every: int, enabled: bool = True):
     self.total, self.log_every, self.enabled = total_steps, log_every, enabled
@@ -28,10 +31,11 @@ class Progress:
       self.bar = tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                       file=sys.stderr, bar_format='{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]')
 
-  def update(self, step: int, loss: float, tokens_per_s: float, mfu: float) -> None:
+  def update(self, step: int, loss: float, tokens_per_s: float, mfu: float,
+             peak_label: str) -> None:
     if not self.enabled:
       return
-    stats = f'loss {loss:.4f} | {tokens_per_s:,.0f} tok/s | MFU {100 * mfu:.1f}%'
+    stats = f'loss {loss:.4f} | {tokens_per_s:,.0f} tok/s | MFU {100 * mfu:.1f}% of {peak_label}'
     if self.live:
       self.bar.set_postfix_str(stats, refresh=False)
       self.bar.update(step + 1 - self.bar.n)

@@ -2,25 +2,34 @@
 
 `check_run_dir(run_dir, config)` compares the config a directory was made with (its
 `config.json`) to the new one. Only the keys in `SAFE_TO_CHANGE` may differ: how long to train,
-how often to log, evaluate and checkpoint, where things live, how the devices are laid out.
+how often to log, evaluate and checkpoint, where things live, how the devices are laid out,
+how the global batch is split into micro-batches (a run out of memory after a restart may raise
+`train.grad_accum_steps`).
 Any other difference (model width, vocabulary, data, seed, optimizer ...) would silently mix two
 runs, so it is a `UserError` that names the keys and the fix; nothing in the directory is
 touched before this check passes. `write_run_config` then records the new config atomically.
 `load_run_config` reads it back for `launch.py eval` and `sample`.
+
+The directory may be local or in a bucket (gs://, storage.py). With several processes,
+`check_same_run_dir` proves at start that all of them see the same directory (a shared file
+system or a bucket), so that local disks of separate hosts fail in the first minute rather than
+at the first restore.
 """
 
 import fnmatch
 import json
-import os
+import secrets
 import tempfile
-from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from errors import UserError
+from storage import as_path, is_remote, write_atomically
 from train.config import flatten
 
 CONFIG_FILE = 'config.json'
+SHARED_MARKER = '.shared_run_dir_check'  # written by process 0, read by the others at start
 
 # Keys (fnmatch patterns over dotted names) that may change when a run is resumed.
 SAFE_TO_CHANGE = (
@@ -28,9 +37,10 @@ SAFE_TO_CHANGE = (
     'train.steps', 'train.log_every', 'train.eval_every', 'train.eval_batches',
     'train.patience', 'train.sample_*', 'train.max_consecutive_bad_steps',
     'checkpoint.*',
-    'data.cache_dir',  # where prepared shards are cached, not what they hold
+    'data.cache_dir', 'data.mirror_dir',  # where prepared shards are kept, not what they hold
     'mesh.*', 'sharding.*', 'distributed.*',  # layout only: the same numbers on any mesh
     'model.remat',  # recomputation trades memory for time, same numbers
+    'train.grad_accum_steps',  # micro-batching of the same global batch: same gradient
 )
 
 
@@ -45,8 +55,8 @@ def config_differences(old: dict, new: dict) -> list[str]:
                 if old_flat[key] != new_flat[key] and not is_safe_to_change(key))
 
 
-def read_config_json(run_dir: Path) -> dict | None:
-  path = Path(run_dir) / CONFIG_FILE
+def read_config_json(run_dir) -> dict | None:
+  path = as_path(run_dir) / CONFIG_FILE
   if not path.exists():
     return None
   try:
@@ -64,9 +74,9 @@ def _as_plain(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def check_run_dir(run_dir: Path, config) -> dict | None:
+def check_run_dir(run_dir, config) -> dict | None:
   """UserError if `run_dir` belongs to another run; returns its previous config, if any."""
-  run_dir = Path(run_dir)
+  run_dir = as_path(run_dir)
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(f'{run_dir} is a file, not a run directory; choose another --run_dir')
   previous = read_config_json(run_dir)
@@ -82,26 +92,15 @@ def check_run_dir(run_dir: Path, config) -> dict | None:
   return previous
 
 
-def write_run_config(run_dir: Path, config) -> None:
+def write_run_config(run_dir, config) -> None:
   """Writes config.json atomically (a crash never leaves half a file)."""
-  write_atomically(Path(run_dir) / CONFIG_FILE, config.to_json_best_effort(indent=2) + '\n')
+  write_atomically(as_path(run_dir) / CONFIG_FILE, config.to_json_best_effort(indent=2) + '\n')
 
 
-def write_atomically(path: Path, text: str) -> None:
-  handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-  try:
-    with os.fdopen(handle, 'w') as out:
-      out.write(text)
-    os.replace(temporary, path)
-  except BaseException:
-    Path(temporary).unlink(missing_ok=True)
-    raise
-
-
-def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
+def load_run_config(run_dir) -> ml_collections.ConfigDict:
   """The config of an existing run, on top of today's defaults (configs/base.py)."""
   from configs.base import get_config  # pylint: disable=import-outside-toplevel
-  run_dir = Path(run_dir)
+  run_dir = as_path(run_dir)
   stored = read_config_json(run_dir)
   if stored is None:
     raise UserError(f'{run_dir} has no {CONFIG_FILE}; pass the directory of a training run '
@@ -121,9 +120,12 @@ def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
   return config
 
 
-def check_writable(run_dir: Path) -> None:
+def check_writable(run_dir) -> None:
   """UserError unless `run_dir` can be created and written, tested by writing a probe file."""
-  probe = Path(run_dir).absolute()
+  if is_remote(run_dir):
+    _check_bucket_writable(as_path(run_dir))
+    return
+  probe = as_path(run_dir).absolute()
   while not probe.exists():
     probe = probe.parent
   if not probe.is_dir():
@@ -134,3 +136,46 @@ def check_writable(run_dir: Path) -> None:
   except OSError as e:
     raise UserError(f'cannot write to {probe} ({e.strerror}); choose another --run_dir or '
                     '--config.run_root') from None
+
+
+def _check_bucket_writable(run_dir) -> None:
+  probe = run_dir / f'.write_probe-{secrets.token_hex(8)}'
+  try:
+    probe.write_text('')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  # gcsfs raises many kinds
+    reason = ' '.join(str(e).split())[:160] or type(e).__name__
+    raise UserError(f'cannot write to {run_dir} ({reason}); check the bucket name and your '
+                    'credentials, or choose another --run_dir') from None
+
+
+def check_same_run_dir(run_dir) -> None:
+  """With several processes: UserError unless every process sees process 0's `run_dir`.
+
+  Process 0 writes a random token into the directory, every process then learns the token
+  through a collective, and each other process must read the same token from its own
+  `run_dir`; a second collective tells every process whether all of them did, so that all stop
+  together. Nothing happens with one process."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  run_dir = as_path(run_dir)
+  marker = run_dir / SHARED_MARKER
+  token = secrets.randbits(31) if jax.process_index() == 0 else 0
+  if jax.process_index() == 0:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(marker, f'{token}\n')
+  token = int(multihost_utils.broadcast_one_to_all(np.int32(token)))
+  try:
+    seen = marker.read_text().strip() == str(token)
+  except (OSError, ValueError):
+    seen = False
+  everyone = multihost_utils.process_allgather(np.int32(seen))
+  if jax.process_index() == 0:
+    marker.unlink(missing_ok=True)
+  blind = [index for index, ok in enumerate(np.asarray(everyone).reshape(-1)) if not ok]
+  if blind:
+    raise UserError(f'process {blind[0]} does not see the run directory {run_dir} that process 0 '
+                    'writes (each process has its own disk); use a shared file system or a '
+                    'gs:// bucket for --run_dir')

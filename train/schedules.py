@@ -4,7 +4,8 @@
 `decay_steps`, `min_lr_ratio` and `wsd_decay_fraction`; `train/optim.py` scales updates by it and
 the loop calls it directly to log the learning rate.
 
-Step convention: `schedule(s)` is the learning rate of the update made at 0-based step `s`.
+Step convention: `schedule(s)` is the learning rate of the 0-based update `s` (optax's count: the
+step, less the steps skipped for a non-finite loss, see train/step.py).
 Every shape is written in terms of the update's 1-based number `n = s + 1`, so no step is
 wasted at zero learning rate and the last update of a decay lands exactly on its floor:
 

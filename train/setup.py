@@ -6,11 +6,11 @@ present, vocabulary fits, batch divides the mesh), so a bad run stops in its fir
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import NamedSharding
 
 from data import loader
@@ -27,7 +27,7 @@ from train.step import eval_step
 class Experiment:
   config: Any
   layout: Layout  # mesh, rules, model, optimizer, schedule
-  corpus_dir: Path
+  corpus_dir: epath.Path  # local or gs://
   manifest: dict
   tokenizer: Tokenizer
   train_tokens: np.ndarray
@@ -93,8 +93,8 @@ def build_experiment(config, progress: bool = True) -> Experiment:
     raise UserError(f"the tokenizer has {manifest['vocab_size']:,} tokens but model.vocab_size="
                     f'{layout.model_cfg.vocab_size:,}; set --config.model.vocab_size='
                     f"{manifest['vocab_size']} or more")
-  train_tokens = loader.open_split(corpus_dir, 'train')
-  validation_tokens = loader.open_split(corpus_dir, 'validation')
+  train_tokens = loader.open_split(corpus_dir, 'train', config.data.mirror_dir)
+  validation_tokens = loader.open_split(corpus_dir, 'validation', config.data.mirror_dir)
   for split, tokens in (('train', train_tokens), ('validation', validation_tokens)):
     loader.check_long_enough(tokens.size, config.data.seq_len, f'the {split} split')
   return Experiment(config=config, layout=layout, corpus_dir=corpus_dir, manifest=manifest,

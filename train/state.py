@@ -22,7 +22,7 @@ from models.transformer import init_params
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 scalar: optimizer updates applied so far
+  step: jax.Array  # int32 scalar: steps taken (batches consumed), applied or skipped
   params: Any
   opt_state: Any
   rng: jax.Array  # uint32[2] key for dropout; folded with the step inside the train step

@@ -2,8 +2,19 @@
 
 A batch is int32 tokens [B, L+1]: inputs are tokens[:, :-1], targets tokens[:, 1:]. Gradient
 accumulation splits the batch into micro-batches (interleaved rows, so each micro-batch stays
-spread over every data-parallel device) and sums their gradients in a `lax.scan`. A step whose
-loss or gradient is not finite leaves the state untouched and is counted in `skipped_steps`.
+spread over every data-parallel device) and sums their gradients in a `lax.scan`.
+
+A step whose loss or gradient is not finite leaves params and optimizer state untouched and is
+counted in `skipped_steps`. Two counts then differ, each with one meaning:
+- `state.step` counts steps taken, applied or skipped: it is the data position (step N trains on
+  batch N, so a bad batch is passed over, never retried) and seeds dropout;
+- the optimizer counts updates applied, `state.step - state.skipped_steps`: the lr schedule and
+  Adam's bias correction (both read optax's count inside `opt_state`) see a skipped step as if it
+  had never happened, so warmup resumes where it stopped and the moments are corrected for the
+  gradients they actually hold. The logged `lr` is the one this count gives, i.e. the lr applied
+  by this step's update (for a skipped step, the lr it would have applied). A run with k skipped
+  steps ends k updates short of the end of its schedule: its last update uses
+  schedule(train.steps - 1 - k).
 """
 
 import functools
@@ -11,6 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
+from einops import rearrange
 
 from models.transformer import Transformer
 from train.state import TrainState
@@ -31,8 +43,7 @@ def loss_fn(params, model: Transformer, tokens_BxLp1: jax.Array, dropout_rng: ja
 
 def _split_microbatches(tokens_BxLp1: jax.Array, accum_steps: int) -> jax.Array:
   """[B, L+1] -> [A, B/A, L+1], micro-batch a holding rows a, a+A, a+2A, ..."""
-  batch = tokens_BxLp1.shape[0]
-  return tokens_BxLp1.reshape(batch // accum_steps, accum_steps, -1).swapaxes(0, 1)
+  return rearrange(tokens_BxLp1, '(n a) t -> a n t', a=accum_steps)
 
 
 def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int):
@@ -59,6 +70,7 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
                tx: optax.GradientTransformation, schedule, accum_steps: int):
   """One optimizer update. Returns the new state and scalar metrics."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
+  applied_updates = state.step - state.skipped_steps  # optax's count: the schedule's position
   loss, grads = loss_and_grads(state.params, model, tokens_BxLp1, dropout_rng, accum_steps)
   grad_norm = optax.global_norm(grads)
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
@@ -70,7 +82,7 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
       params=keep(new_params, state.params),
       opt_state=keep(new_opt_state, state.opt_state),
       skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
-  metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step),
+  metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(applied_updates),
              'finite': finite, 'skipped_steps': new_state.skipped_steps}
   return new_state, metrics
 
