@@ -99,6 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
   c.mesh.dcn_data = 1  # slices (multi-slice pods, GPU hosts) along 'data' over the slow network
+  c.mesh.platform = 'auto'  # 'auto' | 'cpu' | 'gpu' | 'tpu': a run that finds other devices
+                           # stops and names the install (sharding/platform.py)
 
   # --- logical-to-mesh axis rules (sharding/rules.py has the table) ---
   c.sharding = ml_collections.ConfigDict()

@@ -1,45 +1,15 @@
-"""Starting runs on clusters: `launch.py pod` commands and `jax.distributed` arguments.
+"""Starting runs on clusters: the `jax.distributed` arguments of each kind of cluster.
 
-Nothing here contacts a cluster: the pod launcher is checked through --dry_run, and the
-distributed set-up through the arguments it would pass (the real joining of processes is
-test_multihost.py).
+Nothing here contacts a cluster: the distributed set-up is checked through the arguments it
+would pass (the real joining of processes is test_multihost.py; `launch.py pod` is test_pod.py).
 """
-
-import shlex
 
 import ml_collections
 import pytest
 
-import launch
 from errors import UserError
-from sharding import distributed, pod
+from sharding import distributed
 from tests.tiny_run import ROOT
-
-
-def test_pod_dry_run_prints_the_exact_gcloud_command(capsys):
-  code = launch.main(['pod', '--tpu', 'my-v4-32', '--zone', 'us-central2-b', '--project', 'lab',
-                      '--dry_run', '--env', 'WANDB_MODE=off', '--workdir', 'main', '--',
-                      'train', '--config', 'configs/gpt2_small.py', "--config.name=it's mine"])
-  assert code == 0
-  printed = capsys.readouterr().out.strip()
-  argv = shlex.split(printed)
-  assert argv[:9] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'my-v4-32',
-                      '--zone=us-central2-b', '--project=lab', '--worker=all']
-  remote = argv[9].removeprefix('--command=')
-  assert remote.startswith('cd main && LAUNCH_POD_WORKER=1 WANDB_MODE=off python3 launch.py train')
-  # The worker's shell sees the same words we were given.
-  assert shlex.split(remote)[-4:] == ['train', '--config', 'configs/gpt2_small.py',
-                                      "--config.name=it's mine"]
-
-
-def test_pod_needs_a_command_and_valid_env():
-  with pytest.raises(UserError, match='after --'):
-    launch.cmd_pod(['--tpu', 'x', '--zone', 'z'])
-  with pytest.raises(UserError, match='needs a command'):
-    pod.remote_command([], 'main')
-  with pytest.raises(UserError, match='is not NAME=VALUE'):
-    pod.remote_command(['train'], 'main', env=['1X=2'])
-  assert launch.main(['pod', '--zone', 'z', '--', 'train']) == 2  # --tpu is required
 
 
 def _dist(coordinator='auto', num_processes=0, process_id=-1, timeout_s=300):

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from train import hardware
-from train.benchmark import format_benchmark
+from tools.bench import format_benchmark
 from train.hardware import PeakFlops, published_peak
 from train.loop import format_summary
 from train.progress import Progress

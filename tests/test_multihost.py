@@ -105,6 +105,8 @@ def test_launch_train_on_two_processes_logs_once_and_matches_one(tmp_path):
     assert code == 0, f'{who} exited with {code}:\n{err[-3000:]}'
   assert 'train loss' in multi[0].stdout_text
   assert 'train loss' not in multi[1].stdout_text  # only process 0 reports and logs
+  assert 'backend: cpu, 8 devices (cpu) on 2 processes' in multi[0].stdout_text
+  assert 'backend:' not in multi[1].stdout_text
   two, one = _records(tmp_path / 'multi', 'train'), _records(tmp_path / 'single', 'train')
   assert [r['step'] for r in two] == [1, 2, 3, 4]  # each step logged once, by process 0
   assert [r['loss'] for r in two] == pytest.approx([r['loss'] for r in one], rel=1e-5)

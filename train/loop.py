@@ -29,6 +29,7 @@ from etils import epath
 from errors import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_PRUNED, RunStopped
 from models.counting import flops_per_token
 from sharding.distributed import initialize as initialize_distributed
+from sharding.platform import report_platform
 from storage import as_path
 from train import checkpoint
 from train.decisions import (EARLY, PREEMPTED, PRUNED, EarlyStopping, decide, plan_step,
@@ -305,6 +306,7 @@ def train_command(config, run_dir: str | None = None, progress_enabled: bool = T
   """`launch.py train`: joins the other processes (if any), trains in `run_dir` (default
   <run_root>/<name>) and prints the summary."""
   initialize_distributed(config.distributed)  # before anything touches devices
+  report_platform(config.mesh.platform)  # prints the backend; stops a TPU/GPU config on CPU
   run_dir = as_path(run_dir or as_path(config.run_root) / config.name)  # local or gs://
   check_writable(run_dir)
   check_same_run_dir(run_dir)  # several processes: one shared directory, or exit 2 now
