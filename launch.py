@@ -91,16 +91,17 @@ def cmd_data(argv: list[str]) -> int:
 
 def cmd_info(argv: list[str]) -> int:
   parser = _config_parser('info', 'Show the model shape, parameter count and FLOPs of a config.')
-  _, config = _parse(parser, argv)
+  from experiments.scaling_info import add_info_arguments, format_info
+  add_info_arguments(parser)
+  args, config = _parse(parser, argv)
   from models.config import TransformerConfig
-  from models.counting import flops_per_token, param_count
+  from models.counting import param_count
   model = TransformerConfig.from_dict(config.model)
   seq_len = config.data.seq_len
   print(f'config: {config.name}')
   print(f'model: {model}')
   print(f'parameters: {param_count(model):,}')
-  print(f'training FLOPs/token (6N + 12 L H Dh T, PaLM, attention not halved): '
-        f'{flops_per_token(model, seq_len):.4g} at seq_len {seq_len}')
+  print(format_info(args, config, model))
   return 0
 
 

@@ -13,6 +13,7 @@ import ml_collections
 
 from errors import UserError
 from models.config import TransformerConfig
+from models.counting import FLOPS_CONVENTIONS
 from train.optim import validate_optim_config
 
 _TRUE = {'true', '1', 'yes', 'on'}
@@ -117,6 +118,21 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems.append(f'data.validation_fraction={d.validation_fraction} must be in (0, 1)')
   if t.sample_temperature < 0:
     problems.append(f'train.sample_temperature={t.sample_temperature} must be >= 0')
+  if 'scaling' in config:
+    problems += scaling_problems(config.scaling)
+  return problems
+
+
+def scaling_problems(scaling: ml_collections.ConfigDict) -> list[str]:
+  """Checks of the `scaling` section (FLOPs convention, model ladder rule)."""
+  problems = []
+  if scaling.flops_convention not in FLOPS_CONVENTIONS:
+    problems.append(f'scaling.flops_convention={scaling.flops_convention!r} is not one of '
+                    f'{", ".join(FLOPS_CONVENTIONS)}')
+  if scaling.ladder_aspect_ratio <= 0:
+    problems.append(f'scaling.ladder_aspect_ratio={scaling.ladder_aspect_ratio} must be positive')
+  if scaling.ladder_head_dim <= 0 or scaling.ladder_head_dim % 2:
+    problems.append(f'scaling.ladder_head_dim={scaling.ladder_head_dim} must be positive and even')
   return problems
 
 
