@@ -27,6 +27,7 @@ def _with_intervals(fit: dict, samples: list[dict], keys, confidence, failed: in
   out['intervals'] = {k: _interval([s[k] for s in samples], confidence) for k in keys} \
       if samples else {}
   out['bootstrap'] = {'samples': len(samples), 'failed': failed}
+  out['draws'] = {k: [float(s[k]) for s in samples] for k in keys}  # for the plots' bands
   return out
 
 

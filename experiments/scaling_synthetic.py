@@ -1,8 +1,13 @@
 """Points and loss curves drawn from a known law L(N, D), to test the fitters and demonstrate them.
 
 `CHINCHILLA_LAW` is the paper's approach 3 fit (Hoffmann et al. 2022, equation 10). Noise is
-multiplicative: loss x exp(noise * standard normal), from a seeded generator.
+multiplicative: loss x exp(noise * standard normal), from a seeded generator. The demonstration
+CSV in docs/scaling_demo/ was written by
+
+    python -m experiments.scaling_synthetic --out docs/scaling_demo/chinchilla_law_points.csv
 """
+
+import argparse
 
 import numpy as np
 
@@ -48,3 +53,21 @@ def loss_curves(law: dict, sizes, max_flops: float, points_per_curve: int = 40,
     curves.append({'params': float(params), 'tokens': tokens, 'flops': 6 * params * tokens,
                    'loss': loss})
   return curves
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description='Write IsoFLOP points drawn from Chinchilla\'s '
+                                   'law (E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28) as CSV.')
+  parser.add_argument('--out', required=True, help='CSV to write')
+  parser.add_argument('--budgets', type=float, nargs='+', default=[1e18, 1e19, 1e20, 1e21, 1e22])
+  parser.add_argument('--sizes', type=int, default=7, help='sizes per budget (default 7)')
+  parser.add_argument('--noise', type=float, default=0.01, help='relative loss noise (0.01)')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  from experiments.scaling_points import write_points_csv
+  write_points_csv(isoflop_points(CHINCHILLA_LAW, args.budgets, args.sizes, noise=args.noise,
+                                  seed=args.seed), args.out)
+
+
+if __name__ == '__main__':
+  main()
