@@ -10,7 +10,7 @@ The study runner (built on the sweep engine) turns each `PlannedRun.overrides` i
 
 import dataclasses
 
-from experiments.ladder import Rung, shape_config
+from experiments.ladder import Rung, ladder, shape_config
 from models.config import TransformerConfig
 from models.counting import training_flops_per_token
 
@@ -53,3 +53,26 @@ def plan_isoflop(budgets, rungs: list[Rung], base: TransformerConfig, seq_len: i
                              steps=steps, tokens=tokens, flops=tokens * per_token, name=name,
                              overrides=overrides))
   return runs, skipped
+
+
+def plan_study(config, budgets, sizes: int, low: float, high: float,
+               min_steps: int = 50) -> tuple[list[PlannedRun], list[str]]:
+  """The plan for a run config: its model as the ladder's base, its seq_len, batch size, warmup,
+  scaling.flops_convention and scaling.ladder_* rule."""
+  base = TransformerConfig.from_dict(config.model)
+  rungs = ladder(base, sizes, low, high, config.scaling.ladder_aspect_ratio,
+                 config.scaling.ladder_head_dim)
+  return plan_isoflop(budgets, rungs, base, config.data.seq_len, config.train.batch_size,
+                      config.scaling.flops_convention, min_steps, config.optim.warmup_steps)
+
+
+def format_plan(runs: list[PlannedRun], skipped: list[str], convention: str) -> str:
+  """A table of the planned runs (FLOPs by `convention`) and the points left out."""
+  lines = [f'{len(runs)} runs (FLOPs per token by {convention}):',
+           f'{"name":<24} {"non-emb params":>14} {"steps":>7} {"tokens":>11} {"FLOPs":>10} '
+           f'{"tokens/param":>12}']
+  for r in runs:
+    lines.append(f'{r.name:<24} {r.rung.non_embedding_params:>14,} {r.steps:>7,} '
+                 f'{r.tokens:>11,} {r.flops:>10.3g} {r.tokens / r.rung.params:>12.3g}')
+  lines += [f'skipped {s}' for s in skipped]
+  return '\n'.join(lines)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from experiments.isoflop_plan import plan_isoflop
+from experiments.isoflop_plan import format_plan, plan_isoflop, plan_study
 from experiments.ladder import ladder, shape_config
 from experiments.scaling_points import points_from_runs
 from models.config import TransformerConfig
@@ -33,6 +33,18 @@ def test_plan_gives_each_run_its_budget_and_its_own_schedule_length():
   assert len(runs) + len(skipped) == 6
   tiny_budget = plan_isoflop([1e9], rungs, BASE, 32, 8, 'chinchilla', min_steps=20)
   assert tiny_budget[0] == [] and all('fewer than 20' in s for s in tiny_budget[1])
+
+
+def test_plan_study_reads_the_run_config():
+  from train.config import load_config
+  config = load_config('configs/tiny.py', ['--config.data.seq_len=64', '--config.train.batch_size=4'])
+  runs, skipped = plan_study(config, [1e14, 3e14], 3, 2e5, 1e6, min_steps=10)
+  base = TransformerConfig.from_dict(config.model)
+  expected, _ = plan_isoflop([1e14, 3e14], ladder(base, 3, 2e5, 1e6, 32.0, 64), base, 64, 4,
+                             'chinchilla', 10, config.optim.warmup_steps)
+  assert runs == expected and len(runs) + len(skipped) == 6
+  table = format_plan(runs, skipped, 'chinchilla')
+  assert all(r.name in table for r in runs) and 'chinchilla' in table
 
 
 def _fake_run(run_dir, steps, losses, eval_loss, d_model=32):
