@@ -71,8 +71,9 @@ def envelope(curves: list[dict], grid_size: int = 200) -> dict:
 
 
 def pareto_frontier(params, tokens, loss, flops) -> dict:
-  """Points with a lower loss than every point of smaller compute (final points only)."""
-  order = np.argsort(flops)
+  """Points with a lower loss than every point of smaller or equal compute (final points only;
+  of points with equal compute, only the lowest loss can be on it)."""
+  order = np.lexsort((loss, flops))
   keep, best = [], np.inf
   for i in order:
     if loss[i] < best:

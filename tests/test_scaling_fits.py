@@ -53,6 +53,12 @@ def test_approaches_1_and_2_recover_the_allocation_exponents():
   assert first['k_n'] * 1e20 ** first['a'] == pytest.approx(n_opt, rel=0.1)
 
 
+def test_pareto_frontier_keeps_the_best_point_of_equal_compute():
+  front = fits.pareto_frontier(np.array([1., 2., 3., 4.]), np.ones(4), np.array([3.0, 2.5, 2.6, 2.4]),
+                               np.array([10., 10., 20., 20.]))
+  assert front['params'].tolist() == [2., 4.] and front['loss'].tolist() == [2.5, 2.4]
+
+
 def test_budgets_are_grouped_by_relative_distance():
   labels = fits.group_budgets(np.array([1e18, 1.05e18, 1e19, 0.97e19, 1e20]))
   assert labels.tolist() == [0, 0, 1, 1, 2]
