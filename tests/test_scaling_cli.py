@@ -64,3 +64,21 @@ def test_input_mistakes_exit_2(tmp_path, capsys):
   assert launch.main(['scaling', 'frobnicate']) == 2
   assert 'use one of fit, predict' in capsys.readouterr().err
   assert launch.main(['scaling', '--help']) == 0
+
+
+def test_fit_from_run_directories_writes_their_points_and_curves(tmp_path, capsys):
+  from tests.test_isoflop_plan import _fake_run
+  for name, width, loss in (('a', 32, 2.6), ('b', 64, 2.4), ('c', 96, 2.5)):
+    _fake_run(tmp_path / name, [10, 20, 30], [3.0, 2.8, loss + 0.1], loss, d_model=width)
+  out = tmp_path / 'out'
+  assert launch.main(['scaling', 'fit', '--runs', *(str(tmp_path / n) for n in 'abc'), '--out',
+                      str(out), '--samples', '3', '--lbfgs_starts', '2']) == 0
+  points = (out / 'points.csv').read_text().splitlines()
+  assert points[0] == 'params,tokens,loss,flops,non_embedding_params,name' and len(points) == 4
+  assert len(json.loads((out / 'curves.json').read_text())) == 3
+  doc = json.loads((out / 'scaling_fit.json').read_text())
+  assert doc['flops_convention'].startswith('chinchilla: Chinchilla appendix F')
+  assert 'error' in doc['approach2']  # one budget: no power law through one vertex
+  assert 'not fitted' in (out / 'scaling_report.md').read_text()
+  assert launch.main(['scaling', 'fit', '--runs', str(tmp_path / 'a'), '--out', str(out),
+                      '--flops_convention', 'kaplan']) == 2
