@@ -14,8 +14,8 @@ Pure functions of arrays; `experiments/scaling_bootstrap.py` adds confidence int
   (delta 1e-3) between log L and LSE(a - alpha log N, b - beta log D, e), minimised with L-BFGS
   from a grid of starts; the lowest objective with alpha, beta > 0 wins. The grid is the paper's
   (4,500 starts); by default L-BFGS runs from the `lbfgs_starts` (20) of them with the lowest
-  objective at the start (all 4,500 take minutes per fit on a small CPU; `lbfgs_starts=0` runs
-  them all, as the paper does). With C = 6 N D (the paper's
+  objective at the start (all 4,500 take about an hour per fit on a shared 2-core CPU;
+  `lbfgs_starts=0` runs them all, as the paper does). With C = 6 N D (the paper's
   closed form) N_opt = G (C/6)^a, D_opt = (C/6)^b / G, a = beta/(alpha+beta), b = alpha/(alpha+beta),
   G = (alpha A / (beta B))^(1/(alpha+beta)).
 """
