@@ -114,4 +114,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.distributed.process_id = -1  # -1: detect (with 'auto'); set it with an explicit address
   c.distributed.timeout_s = 300  # give up (one clear line, exit 3) if peers do not join by then
 
+  # --- scaling studies (models/counting.py, experiments/ladder.py, experiments/scaling_fits.py) ---
+  s = c.scaling = ml_collections.ConfigDict()
+  s.flops_convention = 'chinchilla'  # training FLOPs per token: 6n | 6n_attention | chinchilla
+  s.ladder_aspect_ratio = 32.0  # model ladders: d_model / n_layers aimed at (within a factor 2)
+  s.ladder_head_dim = 64  # model ladders: head size; widths are multiples of it
+
   return c

@@ -20,6 +20,7 @@ import ml_collections
 
 from errors import UserError
 from models import config as model_config
+from models.counting import FLOPS_CONVENTIONS
 from train.optim import validate_optim_config
 
 _TRUE = {'true', '1', 'yes', 'on'}
@@ -146,6 +147,19 @@ def train_problems(t) -> list[str]:
   return problems
 
 
+def scaling_problems(scaling: ml_collections.ConfigDict) -> list[str]:
+  """Checks of the `scaling` section (FLOPs convention, model ladder rule)."""
+  problems = []
+  if scaling.flops_convention not in FLOPS_CONVENTIONS:
+    problems.append(f'scaling.flops_convention={scaling.flops_convention!r} is not one of '
+                    f'{", ".join(FLOPS_CONVENTIONS)}')
+  if scaling.ladder_aspect_ratio <= 0:
+    problems.append(f'scaling.ladder_aspect_ratio={scaling.ladder_aspect_ratio} must be positive')
+  if scaling.ladder_head_dim <= 0 or scaling.ladder_head_dim % 2:
+    problems.append(f'scaling.ladder_head_dim={scaling.ladder_head_dim} must be positive and even')
+  return problems
+
+
 def checkpoint_problems(k) -> list[str]:
   """The `checkpoint` section."""
   problems = []
@@ -188,6 +202,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   found = model_config.problems(config.model) + train_problems(config.train)
   if 'checkpoint' in config:
     found += checkpoint_problems(config.checkpoint)
+  if 'scaling' in config:
+    found += scaling_problems(config.scaling)
   return (found + data_problems(config.data) + cross_section_problems(config) +
           optim_problems(config.optim))
 
