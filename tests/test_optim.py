@@ -280,3 +280,12 @@ def test_unknown_name_lists_the_choices():
 def test_edge_values_are_accepted():
   validate_optim_config(optim_config(min_lr_ratio=0.0, wsd_decay_fraction=1.0, b1=0.0,
                                      clip_norm=0.0, warmup_steps=0))
+
+
+def test_every_optim_problem_is_reported():
+  """`problems` lists every bad value of the section, not only the first."""
+  from train.optim import problems
+  found = problems(optim_config(lr=0.0, b1=1.5, eps=0.0))
+  assert len(found) == 3
+  assert found[0].startswith('optim.lr=0.0') and found[1].startswith('optim.b1=1.5')
+  assert found[2].startswith('optim.eps=0.0')

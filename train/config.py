@@ -21,7 +21,7 @@ import ml_collections
 from errors import UserError
 from models import config as model_config
 from models.counting import FLOPS_CONVENTIONS
-from train.optim import validate_optim_config
+from train import optim
 
 _TRUE = {'true', '1', 'yes', 'on'}
 _FALSE = {'false', '0', 'no', 'off'}
@@ -181,12 +181,8 @@ def data_problems(d) -> list[str]:
 
 
 def optim_problems(o) -> list[str]:
-  """The `optim` section, as train/optim.py checks it (it reports its first problem)."""
-  try:
-    validate_optim_config(o)
-  except UserError as e:
-    return [str(e)]
-  return []
+  """The `optim` section (train/optim.py knows its values)."""
+  return optim.problems(o)
 
 
 def cross_section_problems(config) -> list[str]:

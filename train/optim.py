@@ -124,41 +124,46 @@ def decay_mask(params: Params, decay_norms_and_biases: bool = False) -> Params:
       lambda path, _: is_decayed(path_names(path), decay_norms_and_biases), params)
 
 
-def _check(ok: bool, message: str) -> None:
-  if not ok:
-    raise UserError(message)
-
-
-def _check_in_unit_interval(optim_cfg, key: str) -> None:
+def _unit_interval_problem(optim_cfg, key: str) -> list[str]:
   value = optim_cfg[key]
-  _check(0.0 <= value < 1.0, f'optim.{key}={value} must be in [0, 1); '
-         f'set --config.optim.{key} to e.g. 0.9')
+  return [] if 0.0 <= value < 1.0 else [
+      f'optim.{key}={value} must be in [0, 1); set --config.optim.{key} to e.g. 0.9']
+
+
+def problems(optim_cfg) -> list[str]:
+  """Every bad value in the `optim` section, each in one line naming the fix."""
+  o = optim_cfg
+  checks = [
+      (o.name in OPTIMIZERS, f"optim.name={o.name!r} is not one of {', '.join(OPTIMIZERS)}; "
+       'pick one'),
+      (o.schedule in SCHEDULES, f"optim.schedule={o.schedule!r} is not one of "
+       f"{', '.join(SCHEDULES)}; pick one"),
+      (o.lr > 0, f'optim.lr={o.lr} must be > 0; set --config.optim.lr to e.g. 1e-3'),
+      (o.weight_decay >= 0, f'optim.weight_decay={o.weight_decay} must be >= 0; '
+       'set --config.optim.weight_decay=0 to turn it off'),
+      (o.eps > 0, f'optim.eps={o.eps} must be > 0; set --config.optim.eps to e.g. 1e-8'),
+      (o.warmup_steps >= 0, f'optim.warmup_steps={o.warmup_steps} must be >= 0; '
+       'set --config.optim.warmup_steps=0 for no warmup'),
+      (o.decay_steps >= 0, f'optim.decay_steps={o.decay_steps} must be >= 0; '
+       'set --config.optim.decay_steps=0 to decay over train.steps'),
+      (o.clip_norm >= 0, f'optim.clip_norm={o.clip_norm} must be >= 0; '
+       'set --config.optim.clip_norm=0 to turn clipping off'),
+      (0.0 <= o.min_lr_ratio <= 1.0, f'optim.min_lr_ratio={o.min_lr_ratio} must be in '
+       '[0, 1]; set --config.optim.min_lr_ratio to e.g. 0.1'),
+      (0.0 < o.wsd_decay_fraction <= 1.0, f'optim.wsd_decay_fraction={o.wsd_decay_fraction} '
+       'must be in (0, 1]; set --config.optim.wsd_decay_fraction to e.g. 0.2'),
+  ]
+  found = [message for ok, message in checks[:4] if not ok]
+  for key in ('b1', 'b2', 'momentum'):
+    found += _unit_interval_problem(o, key)
+  return found + [message for ok, message in checks[4:] if not ok]
 
 
 def validate_optim_config(optim_cfg) -> None:
-  """Raises UserError, in one line naming the fix, for the first bad value in `optim`."""
-  o = optim_cfg
-  _check(o.name in OPTIMIZERS,
-         f"optim.name={o.name!r} is not one of {', '.join(OPTIMIZERS)}; pick one")
-  _check(o.schedule in SCHEDULES,
-         f"optim.schedule={o.schedule!r} is not one of {', '.join(SCHEDULES)}; pick one")
-  _check(o.lr > 0, f'optim.lr={o.lr} must be > 0; set --config.optim.lr to e.g. 1e-3')
-  _check(o.weight_decay >= 0, f'optim.weight_decay={o.weight_decay} must be >= 0; '
-         'set --config.optim.weight_decay=0 to turn it off')
-  for key in ('b1', 'b2', 'momentum'):
-    _check_in_unit_interval(o, key)
-  _check(o.eps > 0, f'optim.eps={o.eps} must be > 0; set --config.optim.eps to e.g. 1e-8')
-  _check(o.warmup_steps >= 0, f'optim.warmup_steps={o.warmup_steps} must be >= 0; '
-         'set --config.optim.warmup_steps=0 for no warmup')
-  _check(o.decay_steps >= 0, f'optim.decay_steps={o.decay_steps} must be >= 0; '
-         'set --config.optim.decay_steps=0 to decay over train.steps')
-  _check(o.clip_norm >= 0, f'optim.clip_norm={o.clip_norm} must be >= 0; '
-         'set --config.optim.clip_norm=0 to turn clipping off')
-  _check(0.0 <= o.min_lr_ratio <= 1.0, f'optim.min_lr_ratio={o.min_lr_ratio} must be in '
-         '[0, 1]; set --config.optim.min_lr_ratio to e.g. 0.1')
-  _check(0.0 < o.wsd_decay_fraction <= 1.0, f'optim.wsd_decay_fraction='
-         f'{o.wsd_decay_fraction} must be in (0, 1]; set --config.optim.wsd_decay_fraction '
-         'to e.g. 0.2')
+  """Raises UserError with the first of `problems(optim_cfg)`."""
+  found = problems(optim_cfg)
+  if found:
+    raise UserError(found[0])
 
 
 def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:

@@ -26,7 +26,7 @@ import numpy as np
 
 from errors import UserError
 from storage import as_path, is_remote, write_atomically
-from train.config import flatten
+from train.config import flatten, get_value, set_value
 
 CONFIG_FILE = 'config.json'
 SHARED_MARKER = '.shared_run_dir_check'  # written by process 0, read by the others at start
@@ -107,16 +107,15 @@ def load_run_config(run_dir) -> ml_collections.ConfigDict:
                     '(e.g. runs/tiny)')
   config = get_config()
   for key, value in flatten(stored).items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-    if isinstance(node, ml_collections.ConfigDict) and leaf in node:
-      try:
-        node[leaf] = float(value) if isinstance(node[leaf], float) else value
-      except (TypeError, ValueError):
-        raise UserError(f'{run_dir / CONFIG_FILE}: {key}={value!r} does not fit this version '
-                        '(configs/base.py); fix the file or train again') from None
+    try:
+      current = get_value(config, key)
+    except UserError:
+      continue  # a key this version of configs/base.py no longer has
+    try:
+      set_value(config, key, float(value) if isinstance(current, float) else value)
+    except (TypeError, ValueError):
+      raise UserError(f'{run_dir / CONFIG_FILE}: {key}={value!r} does not fit this version '
+                      '(configs/base.py); fix the file or train again') from None
   return config
 
 
