@@ -3,8 +3,9 @@
 No SLURM cluster can be reached from here, so the external commands are played by small fakes
 first on PATH, each the CLI's contract rather than a mock of our code: `sbatch` records its
 arguments and the script file and answers a job id as `sbatch --parsable` does; `srun` records
-its arguments and either exits with a scripted status or, like a one-node one-task step, execs
-the command with the SLURM_* variables set; `scontrol` lists host names and records requeues.
+its arguments and either exits with a scripted status or starts the command once per task
+(nodes x tasks per node, all on this machine, node 0 at 127.0.0.1) with the SLURM_* variables
+that srun sets; `scontrol` lists host names and records requeues.
 The generated script itself runs under the real bash.
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -61,7 +63,7 @@ def fakes(tmp_path, monkeypatch):
           with open('{records}/scontrol.jsonl', 'a') as f: f.write(json.dumps(sys.argv[1:]) + '\\n')
           if sys.argv[1:3] == ['show', 'hostnames']: print('gpu-node-7\\ngpu-node-8')''',
       'srun': f'''\
-          import json, os, sys
+          import json, os, subprocess, sys
           json.dump(sys.argv[1:], open('{records}/srun.json', 'w'))
           if os.environ.get('FAKE_SRUN_EXIT') == 'on_sigterm':  # a run that saves, exits 75
             import signal, time
@@ -69,11 +71,15 @@ def fakes(tmp_path, monkeypatch):
             open('{records}/srun.ready', 'w').close()
             time.sleep(60)
           if 'FAKE_SRUN_EXIT' in os.environ: sys.exit(int(os.environ['FAKE_SRUN_EXIT']))
-          command = [arg for arg in sys.argv[1:] if not arg.startswith('--')][:1]
-          command += sys.argv[sys.argv.index(command[0]) + 1:]
-          os.environ.update(SLURM_STEP_NODELIST=os.environ['SLURM_JOB_NODELIST'], SLURM_NTASKS='1',
-                            SLURM_PROCID='0', SLURM_LOCALID='0', SLURM_STEP_NUM_NODES='1')
-          os.execvp(command[0], command)''',
+          first = next(i for i, arg in enumerate(sys.argv[1:]) if not arg.startswith('--')) + 1
+          options = dict(arg[2:].split('=', 1) for arg in sys.argv[1:first])
+          nodes, per_node = int(options['nodes']), int(options['ntasks-per-node'])
+          count = nodes * per_node  # every task on this machine, node 0 at 127.0.0.1
+          tasks = [subprocess.Popen(sys.argv[first:], env=dict(
+              os.environ, SLURM_STEP_NODELIST='127.0.0.1', SLURM_STEP_NUM_NODES=str(nodes),
+              SLURM_NTASKS=str(count), SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank % per_node),
+              SLURM_NODEID=str(rank // per_node))) for rank in range(count)]
+          sys.exit(max(task.wait() for task in tasks))''',
   }
   for name, body in scripts.items():
     path = bin_dir / name
@@ -86,7 +92,8 @@ def fakes(tmp_path, monkeypatch):
 def run_script(script: Path, **env) -> subprocess.CompletedProcess:
   """The batch script under bash, as SLURM would start it on the first node."""
   variables = dict(os.environ, SLURM_JOB_ID='4242', SLURM_JOB_NODELIST='gpu-node-[7-8]',
-                   SLURM_JOB_NUM_NODES='1', **env)
+                   SLURM_JOB_NUM_NODES='1')
+  variables.update(env)
   return subprocess.run(['bash', str(script)], env=variables, capture_output=True, text=True,
                         timeout=300, check=False)
 
@@ -219,22 +226,48 @@ def test_the_batch_shell_outlives_sigterm_to_requeue(capfd, tmp_path, fakes):
   assert ['requeue', '4242'] in calls
 
 
-@pytest.mark.slow
-def test_the_script_trains_a_tiny_model(capfd, tmp_path, fakes):
+def job_id_with_a_free_port() -> str:
+  """A SLURM job id whose coordinator port (jax: 61440 + id % 4096) is free here."""
+  for job_id in range(4242, 4242 + 4096):
+    with socket.socket() as probe:
+      try:
+        probe.bind(('127.0.0.1', 61440 + job_id % 4096))
+        return str(job_id)
+      except OSError:
+        continue
+  raise RuntimeError('no free port in 61440-65535')
+
+
+def train_through_the_script(capfd, tmp_path: Path, nodes: int) -> list[dict]:
+  """Writes the batch script of a tiny run on `nodes` one-GPU nodes, runs it under bash with
+  the fake srun, and returns the run's train records."""
   write_corpus(tmp_path)
-  run_dir, script = tmp_path / 'run', tmp_path / 'slurm' / 'job.sbatch'
+  run_dir, script = tmp_path / f'run{nodes}', tmp_path / f'slurm{nodes}' / 'job.sbatch'
   overrides = {
       'data.source': tmp_path / 'corpus.txt', 'data.cache_dir': tmp_path / 'cache',
       'data.seq_len': 32, 'model.d_model': 32, 'model.n_layers': 2, 'model.n_heads': 2,
-      'model.max_len': 32, 'train.batch_size': 8, 'train.steps': 20, 'train.eval_every': 0,
+      'model.max_len': 32, 'train.batch_size': 8, 'train.steps': 12, 'train.eval_every': 0,
       'train.sample_tokens': 0, 'optim.warmup_steps': 5, 'checkpoint.every': 10,
-      'mesh.platform': 'cpu'}
-  code, _, err = run_slurm(capfd, '--nodes', '1', '--gpus_per_node', '1', '--python',
+      'mesh.platform': 'cpu', 'distributed.timeout_s': 120}
+  code, _, err = run_slurm(capfd, '--nodes', str(nodes), '--gpus_per_node', '1', '--python',
                            sys.executable, '--run_dir', str(run_dir), '--script', str(script),
                            *[f'--config.{key}={value}' for key, value in overrides.items()])
   assert code == 0, err
-  done = run_script(script)
-  assert done.returncode == 0, done.stderr[-2000:]
+  assert ('--config.mesh.dcn_data=2' in script.read_text()) == (nodes == 2)
+  done = run_script(script, SLURM_JOB_ID=job_id_with_a_free_port())
+  assert done.returncode == 0, done.stderr[-3000:]
+  devices = 'backend: cpu, 2 devices (cpu) on 2 processes' if nodes == 2 else 'backend: cpu, 1 device'
+  assert devices in done.stdout
   records = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
-  assert max(record.get('step', 0) for record in records) == 20
-  assert json.loads((run_dir / 'config.json').read_text())['model']['d_model'] == 32
+  return [record for record in records if record.get('kind') == 'train']
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('fakes')
+def test_the_script_trains_on_one_node_and_on_two_alike(capfd, tmp_path):
+  """One process, then two that join through the SLURM_* variables alone (jax.distributed) into
+  one mesh with dcn_data=2: the same losses, as the batch is the same and only its split differs."""
+  one = train_through_the_script(capfd, tmp_path, 1)
+  two = train_through_the_script(capfd, tmp_path, 2)
+  assert [r['step'] for r in two] == [r['step'] for r in one] and one[-1]['step'] == 12
+  assert [r['loss'] for r in two] == pytest.approx([r['loss'] for r in one], rel=1e-5)
