@@ -140,7 +140,7 @@ def batch_script(job: Job) -> str:
   """The whole `sbatch` file."""
   check_layout(job)
   lines = ['#!/bin/bash',
-           f'# {job.job_name}: written by `launch.py slurm` (sharding/slurm.py); submit with sbatch.',
+           f'# {job.job_name}: written by `launch.py slurm` (sharding/slurm.py) for sbatch.',
            *sbatch_lines(job),
            '',
            '# Preemption and time limits: SLURM sends SIGTERM (--signal: that many seconds before',
@@ -167,7 +167,7 @@ def batch_script(job: Job) -> str:
       f'if [ "$status" -eq {EXIT_PREEMPTED} ]; then',
       f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {job.max_requeues} ]; then',
       '    echo "checkpoint saved (exit 75); requeueing job $SLURM_JOB_ID to resume"',
-      '    scontrol requeue "$SLURM_JOB_ID" || echo "scontrol requeue failed; resubmit this script"',
+      '    scontrol requeue "$SLURM_JOB_ID" || echo "requeue failed; resubmit this script"',
       '  else',
       f'    echo "exit 75 after {job.max_requeues} requeues; resubmit this script to resume"',
       '  fi',

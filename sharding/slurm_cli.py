@@ -29,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='1 (default): one process per node driving all its GPUs, with '
                            'mesh.dcn_data = nodes; or --gpus_per_node: one process per GPU')
   parser.add_argument('--cpus_per_task', type=int, default=0,
-                      help=f'CPU cores per process (default {slurm.CPUS_PER_GPU} per GPU it drives)')
-  parser.add_argument('--partition', default=None, help="the SLURM partition (default: the cluster's)")
+                      help=f'CPU cores per process (default {slurm.CPUS_PER_GPU} per GPU it '
+                           'drives)')
+  parser.add_argument('--partition', default=None,
+                      help="the SLURM partition (default: the cluster's)")
   parser.add_argument('--account', default=None, help="account to charge (default: the cluster's)")
   parser.add_argument('--time', default=None, help="time limit, e.g. 24:00:00 (default: the "
                       "partition's)")

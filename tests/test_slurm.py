@@ -185,7 +185,8 @@ def test_submits_through_sbatch(capfd, tmp_path, fakes):
   assert code == 0, err
   assert json.loads((fakes / 'sbatch.json').read_text()) == ['--parsable', str(script)]
   assert (fakes / 'submitted.sbatch').read_text() == script.read_text() == expected
-  assert f'submitted job 4242; watch it with: squeue -j 4242 and tail -f {tmp_path}/jobs/tiny-4242' in out
+  log = tmp_path / 'jobs' / 'tiny-4242'
+  assert f'submitted job 4242; watch it with: squeue -j 4242 and tail -f {log}.out {log}.err' in out
   assert subprocess.run(['bash', '-n', str(script)], check=False).returncode == 0
 
 
@@ -256,8 +257,8 @@ def train_through_the_script(capfd, tmp_path: Path, nodes: int) -> list[dict]:
   assert ('--config.mesh.dcn_data=2' in script.read_text()) == (nodes == 2)
   done = run_script(script, SLURM_JOB_ID=job_id_with_a_free_port())
   assert done.returncode == 0, done.stderr[-3000:]
-  devices = 'backend: cpu, 2 devices (cpu) on 2 processes' if nodes == 2 else 'backend: cpu, 1 device'
-  assert devices in done.stdout
+  found = '2 devices (cpu) on 2 processes' if nodes == 2 else '1 device (cpu)'
+  assert f'backend: cpu, {found}' in done.stdout
   records = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
   return [record for record in records if record.get('kind') == 'train']
 
