@@ -9,6 +9,7 @@ passed on to it; the script itself is built in `sharding/slurm.py`.
 """
 
 import argparse
+import dataclasses
 import shlex
 import shutil
 import subprocess
@@ -101,7 +102,7 @@ def make_job(args, config, overrides: list[str]) -> tuple[slurm.Job, Path]:
   user_keys = {slurm.override_key(override) for override in overrides}
   added = slurm.mesh_overrides(config.mesh, user_keys, job)
   train_args = slurm.train_args(args.config, args.run_dir, [*overrides, *added])
-  return slurm.Job(**{**job.__dict__, 'train_args': train_args}), script
+  return dataclasses.replace(job, train_args=train_args), script
 
 
 def submit(args, config, overrides: list[str], out=None) -> int:

@@ -181,6 +181,7 @@ def test_submits_through_sbatch(capfd, tmp_path, fakes):
   script = tmp_path / 'jobs' / 'job.sbatch'
   argv = ['--nodes', '2', '--script', str(script), f'--config.train.sample_prompt={PROMPT}']
   expected = dry_run_script(capfd, *argv)
+  assert not script.parent.exists() and not list(fakes.iterdir())  # a dry run writes nothing
   code, out, err = run_slurm(capfd, *argv)
   assert code == 0, err
   assert json.loads((fakes / 'sbatch.json').read_text()) == ['--parsable', str(script)]
