@@ -108,8 +108,10 @@ def mesh_overrides(mesh_cfg, user_keys: set[str], job: Job) -> list[str]:
   try:
     resolve_mesh_shape(mesh, gpus)
   except UserError as e:
-    why = (f' (launch.py slurm set mesh.dcn_data={dcn}, one slice per node; '
-           '--config.mesh.dcn_data=1 keeps one flat mesh)' if 'dcn_data' in added and dcn > 1 else '')
+    why = ''
+    if 'dcn_data' in added and dcn > 1:
+      why = (f' (launch.py slurm set mesh.dcn_data={dcn}, one slice per node; '
+             '--config.mesh.dcn_data=1 keeps one flat mesh)')
     raise UserError(f'{job.nodes} nodes x {job.gpus_per_node} GPUs: {e}{why}') from None
   return [f'--config.mesh.{key}={value}' for key, value in added.items()]
 
