@@ -12,6 +12,7 @@ EXIT_CRASH = 1  # an uncaught exception: a bug; Python's own status, never retur
 EXIT_USER_ERROR = 2  # UserError: fix the input and run again
 EXIT_PEERS_TIMEOUT = 3  # several processes: peers did not join within distributed.timeout_s
 EXIT_NONFINITE = 4  # too many consecutive non-finite steps; the last good checkpoint is kept
+EXIT_PRUNED = 5  # a sweep's pruner stopped this trial; its checkpoint is kept
 EXIT_PREEMPTED = 75  # SIGTERM: checkpoint saved, run the same command to resume (EX_TEMPFAIL)
 
 

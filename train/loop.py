@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from errors import EXIT_NONFINITE, EXIT_PREEMPTED, RunStopped
+from errors import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_PRUNED, RunStopped
 from models.counting import flops_per_token
 from train import checkpoint
 from train.evaluation import LN2, bits_per_byte, evaluate, sample_text  # noqa: F401 (re-exported)
@@ -69,11 +69,14 @@ def _nonfinite_message(bad_streak: int, last_bad: int, manager) -> str:
           '--run_dir')
 
 
-def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
+def train(config, run_dir: Path, progress_enabled: bool = True, on_evaluation=None) -> dict:
   """Trains per `config`, writing everything into `run_dir`; returns the summary dict.
 
   Resumes from the run directory's newest good checkpoint. Raises `RunStopped` when stopped by
   SIGTERM (after saving) or by non-finite losses (keeping the last good checkpoint).
+  `on_evaluation(step, validation_loss) -> bool` is called after every periodic evaluation (not
+  the final one); when it returns True the run saves a checkpoint at that step and raises
+  `RunStopped` with EXIT_PRUNED (a sweep's pruner uses it).
   """
   is_main = jax.process_index() == 0
   exp = build_experiment(config, progress=progress_enabled)  # input mistakes first
@@ -159,18 +162,24 @@ def train(config, run_dir: Path, progress_enabled: bool = True) -> dict:
         pending = None
       if t.max_consecutive_bad_steps and bad_streak >= t.max_consecutive_bad_steps:
         stop(_nonfinite_message(bad_streak, last_bad, manager), EXIT_NONFINITE)
-      stop_early = False
+      stop_early = prune = False
       if is_eval_step:
         validation_loss = evaluate(exp, eval_fn, state.params)
         peak_flops.refresh()
         writer.write('eval', done, {'loss': validation_loss})
         progress.message(f'step {done}: validation loss {validation_loss:.4f} nats/token')
         stop_early = early.should_stop(validation_loss)
+        prune = on_evaluation is not None and on_evaluation(done, validation_loss)
       if preempted or (is_save_step and bad_streak == 0):
         save(done, validation_loss if is_eval_step else None)
       if preempted:
         stop(f'preempted (SIGTERM) at step {done}: checkpoint saved in {manager.directory}; '
              'run the same command again to resume', EXIT_PREEMPTED)
+      if prune:
+        if done not in manager.all_steps():
+          save(done, validation_loss)
+        stop(f'pruned at step {done} (validation loss {validation_loss:.4f}): checkpoint saved '
+             f'in {manager.directory}', EXIT_PRUNED)
       if stop_early:
         progress.message(f'early stopping: no improvement in {t.patience} evaluations')
         break
