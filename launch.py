@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from errors import EXIT_USER_ERROR, RunStopped, UserError
+from experiments import sweep_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -202,6 +203,7 @@ def cmd_pod(argv: list[str]) -> int:
 
 VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info, 'bench': cmd_bench,
          'eval': cmd_eval, 'sample': cmd_sample, 'memory': cmd_memory, 'pod': cmd_pod}
+VERBS['sweep'] = sweep_cli.main  # experiments/sweep_cli.py parses its own arguments
 
 
 def main(argv: list[str]) -> int:
