@@ -163,7 +163,7 @@ def _plot_curves(rows: list[dict], directory: Path, count: int) -> Path | None:
     train = read_metrics(run_dir, 'train')
     evals = read_metrics(run_dir, 'eval')
     label = f"trial {row['trial']}: " + ', '.join(
-        _cell(k, row[k]) for k in row if '.' in k)
+        f"{k.split('.')[-1]}={_cell(k, row[k])}" for k in row if '.' in k)
     ax.plot([r['step'] for r in train], [r['loss'] for r in train], color=color, lw=0.8,
             alpha=0.45)
     ax.plot([r['step'] for r in evals], [r['loss'] for r in evals], 'o-', color=color, lw=1.5,
@@ -181,14 +181,14 @@ def _plot_curves(rows: list[dict], directory: Path, count: int) -> Path | None:
 
 
 def _save_optuna_plot(plot, study: optuna.Study, path: Path) -> Path:
-  with warnings.catch_warnings():
+  with warnings.catch_warnings(), matplotlib.rc_context():  # optuna switches to its own style
     warnings.simplefilter('ignore')
     ax = plot(study)
-  figure = ax.figure if hasattr(ax, 'figure') else ax.flat[0].figure
-  figure.set_size_inches(7, 4.4)
-  figure.tight_layout()
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
+    figure = ax.figure if hasattr(ax, 'figure') else ax.flat[0].figure
+    figure.set_size_inches(7, 4.4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
   return path
 
 
