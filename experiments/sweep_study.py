@@ -64,7 +64,9 @@ def open_storage(url: str, sweep_cfg=None) -> optuna.storages.RDBStorage:
                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                        max_retry=int(sweep_cfg.max_retries), inherit_intermediate_values=True))
   try:
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)  # heartbeats
+      return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
   except ImportError as e:
     raise UserError(f'the study store {url} needs a driver that is not installed ({e}); '
                     'install it, e.g. pip install "psycopg[binary]" for PostgreSQL') from None
@@ -202,17 +204,26 @@ def _wait_for_queue(study: optuna.Study) -> None:
     time.sleep(1)
 
 
+def retried_trial_number(trial) -> int | None:
+  """The number of the trial that `trial` retries, or None (Optuna's, without its warning)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
 def retried_numbers(trials) -> set[int]:
   """Numbers of the trials that a later trial repeats."""
   numbers = set()
-  for trial in trials:
-    numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    for trial in trials:
+      numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
   return numbers
 
 
 def original_number(trial) -> int:
   """The number of the trial whose run directory `trial` trains in (itself, or the retried)."""
-  retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+  retried = retried_trial_number(trial)
   return trial.number if retried is None else retried
 
 
@@ -258,21 +269,30 @@ def tally(study: optuna.Study) -> Tally:
 
 def is_superfluous(study: optuna.Study, trial, sweep: Sweep) -> bool:
   """A fresh trial beyond the sweep's count (two workers asked for the last one at once)."""
-  if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None:
+  if retried_trial_number(trial) is not None:
     return False
   if sweep.sweep_cfg.sampler == 'grid':
     return 'fixed_params' not in trial.system_attrs  # every grid point was queued
   trials = study.get_trials(deepcopy=False)
   fresh_before = sum(1 for t in trials if t.number < trial.number
-                     and RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is None
+                     and retried_trial_number(t) is None
                      and t.user_attrs.get('reason') != SUPERFLUOUS)
   return fresh_before >= sweep.trials
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+  """Fails the trials whose heartbeats stopped, queueing their retries (Optuna's)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    optuna.storages.fail_stale_trials(study)
 
 
 def hand_back(study: optuna.Study, number: int) -> None:
   """Queues a retry of the (failed) trial `number` with its parameters: it resumes there."""
   trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-  RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
 
 
 def progress_line(study: optuna.Study, name: str, total: int) -> str:

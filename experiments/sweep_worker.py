@@ -20,6 +20,8 @@ How a trial ends, and what the study records:
 
 import gc
 import json
+import os
+import socket
 import time
 
 import jax
@@ -93,6 +95,7 @@ class _Objective:
                     if checkpoint.checkpoint_dir(run_dir).is_dir() else None)
     trial.set_user_attr('run_dir', run_dir.name)
     trial.set_user_attr('reason', 'running')
+    trial.set_user_attr('worker', f'{socket.gethostname()}:{os.getpid()}')
     if resumed_from is not None:
       trial.set_user_attr('resumed_from_step', resumed_from)
     retry = '' if number == trial.number else f' (retry of trial {number})'
@@ -142,7 +145,7 @@ def run_worker(sweep, study: optuna.Study | None) -> None:
   objective = _Objective(sweep)
   pause_s = min(float(sweep.sweep_cfg.heartbeat_s), 5.0)
   while True:
-    optuna.storages.fail_stale_trials(study)  # retries of trials whose worker vanished
+    sweep_study.fail_stale_trials(study)  # retries of trials whose worker vanished
     counts = sweep_study.tally(study)
     if counts.finished >= sweep.trials:
       break
