@@ -109,9 +109,9 @@ def format_table(rows: list[dict], metric: str, markdown: bool = False) -> str:
 
 def _write_csv(rows: list[dict], metric: str, path: Path) -> None:
   out = io.StringIO()
-  columns = _columns(rows, metric)
+  columns = [(key, metric if key == 'metric' else key) for key, _ in _columns(rows, metric)]
   writer = csv.writer(out)
-  writer.writerow([title for _, title in columns])
+  writer.writerow([title for _, title in columns])  # raw values: wall_s in seconds
   for row in rows:
     writer.writerow(['' if row[key] is None else row[key] for key, _ in columns])
   path.write_text(out.getvalue())

@@ -46,7 +46,7 @@ def test_a_three_trial_grid_end_to_end(tmp_path, capsys):
   rows = list(csv.DictReader((directory / 'trials.csv').open()))
   values = sorted(t.value for t in trials)
   assert [float(r['validation_loss']) for r in rows] == pytest.approx(values)
-  assert set(rows[0]) >= {'trial', 'state', 'validation_loss', 'optim.lr', 'steps', 'wall'}
+  assert set(rows[0]) >= {'trial', 'state', 'validation_loss', 'optim.lr', 'steps', 'wall_s'}
   assert all(r['state'] == 'complete' and r['steps'] == '20' for r in rows)
   markdown = (directory / 'trials.md').read_text().splitlines()
   assert markdown[0].startswith('| trial | state | validation_loss | optim.lr |')
