@@ -6,13 +6,15 @@
                            one line per value of the other parameter when there are two
   history.png              the optimisation history (optuna.visualization.matplotlib)
   curves.png               validation and train loss of the best trials on one axis
-  importance.png           parameter importances (Optuna), with two or more parameters and
-                           at least MIN_TRIALS_FOR_IMPORTANCE complete trials
+  importance.png           parameter importances (Optuna's PED-ANOVA: what it takes to be among
+                           the best 30%), with two or more parameters and at least
+                           MIN_TRIALS_FOR_IMPORTANCE complete trials
   best_config.py           the best trial's full run config: `launch.py train --config` it
 and returns the table as console text. It reads only the study and the run directories.
 """
 
 import csv
+import functools
 import io
 import math
 import pprint
@@ -30,7 +32,8 @@ from experiments import sweep_space, sweep_study  # noqa: E402
 from train.metrics import read_metrics  # noqa: E402
 from train.progress import format_seconds  # noqa: E402
 
-MIN_TRIALS_FOR_IMPORTANCE = 5
+MIN_TRIALS_FOR_IMPORTANCE = 8
+IMPORTANCE_QUANTILE = 0.3  # importance for reaching the best 30% of trials (Optuna's PED-ANOVA)
 _STATE_ORDER = {'complete': 0, 'pruned': 1, 'failed': 2, 'retried': 3, 'running': 4,
                 'waiting': 5}
 
@@ -233,8 +236,11 @@ def summarize(study: optuna.Study, directory: Path, best_curves: int = 5) -> str
     curves = _plot_curves(rows, directory, best_curves)
     written += [curves.name] if curves else []
     if len(dims) >= 2 and len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
-      written.append(_save_optuna_plot(optuna_plots.plot_param_importances, study,
-                                       directory / 'importance.png').name)
+      evaluator = optuna.importance.PedAnovaImportanceEvaluator(
+          target_quantile=IMPORTANCE_QUANTILE)
+      written.append(_save_optuna_plot(
+          functools.partial(optuna_plots.plot_param_importances, evaluator=evaluator), study,
+          directory / 'importance.png').name)
     best = min(complete, key=lambda t: t.value)
     if 'run_config' in study.user_attrs:
       written.append(write_best_config(study, best, directory).name)

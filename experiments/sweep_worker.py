@@ -21,7 +21,9 @@ How a trial ends, and what the study records:
 import gc
 import json
 import os
+import signal
 import socket
+import threading
 import time
 
 import jax
@@ -142,13 +144,45 @@ def run_worker(sweep, study: optuna.Study | None) -> None:
   if jax.process_index() != 0:
     _follow(sweep)
     return
+  with _StopBetweenTrials() as stop:
+    _ask_and_train(sweep, study, stop)
+  broadcast(None)  # the other processes stop following (not after an error: they have it too)
+
+
+class _StopBetweenTrials:
+  """SIGTERM outside a trial's training (which saves and stops by itself) ends the worker
+  before its next trial, with EXIT_PREEMPTED; one process only (a pod syncs its own)."""
+
+  def __init__(self):
+    self.requested, self._previous = False, None
+
+  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def check(self) -> None:
+    if self.requested:
+      raise RunStopped('SIGTERM between trials: no trial was running; run the same command '
+                       'again to continue the sweep', EXIT_PREEMPTED)
+
+
+def _ask_and_train(sweep, study: optuna.Study, stop: _StopBetweenTrials) -> None:
   objective = _Objective(sweep)
   pause_s = min(float(sweep.sweep_cfg.heartbeat_s), 5.0)
   while True:
+    stop.check()
     sweep_study.fail_stale_trials(study)  # retries of trials whose worker vanished
     counts = sweep_study.tally(study)
     if counts.finished >= sweep.trials:
-      break
+      return
     if counts.finished + counts.running >= sweep.trials and counts.waiting == 0:
       time.sleep(pause_s)  # the last trials run elsewhere; retry them should they go stale
       continue
@@ -164,7 +198,6 @@ def run_worker(sweep, study: optuna.Study | None) -> None:
     if objective.number is not None:
       _say(_describe_end(study, objective.number))
     _say(sweep_study.progress_line(study, sweep.name, sweep.trials))
-  broadcast(None)  # the other processes stop following (not after an error: they have it too)
 
 
 def _follow(sweep) -> None:
