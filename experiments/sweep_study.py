@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from errors import UserError
 from experiments import sweep_space
-from train.run_dir import config_differences
+from train.run_dir import config_differences, write_atomically
 
 STUDY_DB = 'study.db'
 SWEEP_FILE = 'sweep.json'  # in the sweep directory: the study's name and store, for --summarize
@@ -174,7 +174,7 @@ def open_study(sweep: Sweep) -> optuna.Study:
         study.enqueue_trial(params)
     study.set_user_attr('queued', True)
   study.set_user_attr('trials', sweep.trials)
-  (sweep.directory / SWEEP_FILE).write_text(json.dumps(
+  write_atomically(sweep.directory / SWEEP_FILE, json.dumps(
       {'study': sweep.name, 'storage': sweep.storage_url}, indent=2) + '\n')
   return study
 
