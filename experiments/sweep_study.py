@@ -35,6 +35,7 @@ SWEEP_FILE = 'sweep.json'  # in the sweep directory: the study's name and store,
 SUPERFLUOUS = 'not run: every trial of the sweep was already handed out'
 METRICS = ('validation_loss', 'validation_bits_per_byte', 'train_loss', 'train_bits_per_byte')
 _QUEUE_WAIT_S = 120  # how long a worker waits for the study's creator to queue the grid
+_OPEN_ATTEMPTS = 5
 
 warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # workers print their own lines
@@ -63,17 +64,22 @@ def open_storage(url: str, sweep_cfg=None) -> optuna.storages.RDBStorage:
                    grace_period=int(sweep_cfg.stale_after_s),
                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                        max_retry=int(sweep_cfg.max_retries), inherit_intermediate_values=True))
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)  # heartbeats
-      return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
-  except ImportError as e:
-    raise UserError(f'the study store {url} needs a driver that is not installed ({e}); '
-                    'install it, e.g. pip install "psycopg[binary]" for PostgreSQL') from None
-  except Exception as e:  # pylint: disable=broad-except  # SQLAlchemy: no server, bad URL, ...
-    reason = ' '.join(str(e).split())[:200]
-    raise UserError(f'cannot open the study store {url} ({type(e).__name__}: {reason}); check '
-                    'the URL and that the database server is running') from None
+  for attempt in range(_OPEN_ATTEMPTS):
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)  # heartbeats
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+    except ImportError as e:
+      raise UserError(f'the study store {url} needs a driver that is not installed ({e}); '
+                      'install it, e.g. pip install "psycopg[binary]" for PostgreSQL') from None
+    except Exception as e:  # pylint: disable=broad-except  # SQLAlchemy: no server, bad URL, ...
+      racing = 'IntegrityError' in type(e).__name__ or 'already exists' in str(e)
+      if attempt + 1 < _OPEN_ATTEMPTS and racing:
+        time.sleep(1 + attempt)  # workers started together raced to create the tables
+        continue
+      reason = ' '.join(str(e).split())[:200]
+      raise UserError(f'cannot open the study store {url} ({type(e).__name__}: {reason}); '
+                      'check the URL and that the database server is running') from None
 
 
 def check_settings(sweep_cfg) -> None:
