@@ -227,10 +227,6 @@ def split_sweep_config(config: ml_collections.ConfigDict):
   return ml_collections.ConfigDict(whole), sweep
 
 
-def is_log(dims: list[Dimension], key: str) -> bool:
-  return any(d.key == key and d.log for d in dims)
-
-
 def describe(params: dict) -> str:
   """'optim.lr=0.003, optim.warmup_steps=10' with short numbers."""
   return ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'

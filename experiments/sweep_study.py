@@ -17,7 +17,6 @@ which state; each trial's run directory, `<sweep dir>/trial_NNNN/`, holds the re
 
 import dataclasses
 import json
-import math
 import time
 import warnings
 from pathlib import Path
@@ -310,6 +309,3 @@ def progress_line(study: optuna.Study, name: str, total: int) -> str:
              f'{sweep_space.describe(counts.best.params)})')
   return line
 
-
-def value_or_nan(trial) -> float:
-  return trial.value if trial.value is not None else math.nan

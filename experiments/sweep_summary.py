@@ -22,11 +22,13 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+import ml_collections
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
+from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from experiments import sweep_space, sweep_study  # noqa: E402
 from train.metrics import read_metrics  # noqa: E402
@@ -197,11 +199,9 @@ def _save_optuna_plot(plot, study: optuna.Study, path: Path) -> Path:
 
 def write_best_config(study: optuna.Study, best, directory: Path) -> Path:
   """best_config.py: the run config of trial `best`, runnable with `launch.py train --config`."""
-  from experiments.sweep_space import trial_config  # pylint: disable=import-outside-toplevel
-  import ml_collections  # pylint: disable=import-outside-toplevel
   run_config = ml_collections.ConfigDict(study.user_attrs['run_config'])
   name = f'{study.study_name}-best'
-  config = trial_config(run_config, best.params, name).to_dict()
+  config = sweep_space.trial_config(run_config, best.params, name).to_dict()
   path = directory / 'best_config.py'
   path.write_text(
       f'"""The best trial ({sweep_study.original_number(best)}) of the sweep '
@@ -230,7 +230,6 @@ def summarize(study: optuna.Study, directory: Path, best_curves: int = 5) -> str
               if sweep_space.finite(t.value)]
   if complete:
     written += [p.name for p in _plot_metric_vs_params(rows, dims, metric, directory)]
-    from optuna.visualization import matplotlib as optuna_plots  # pylint: disable=import-outside-toplevel
     written.append(_save_optuna_plot(optuna_plots.plot_optimization_history, study,
                                      directory / 'history.png').name)
     curves = _plot_curves(rows, directory, best_curves)
