@@ -11,6 +11,7 @@ Verbs:
   pod     set up a TPU VM slice and run, watch, stop or keep alive a command on every worker
   slurm   write the SLURM batch script of a multi-node GPU training run and submit it (sbatch)
   scaling fit scaling laws to points (`scaling fit`), predict from a fit (`scaling predict`)
+  sweep   a hyperparameter sweep defined in a config, on Optuna; `--summarize` its results
 
 `python launch.py VERB --help` explains each. Mistakes in the input end in one line on stderr
 and exit status 2, without a traceback. A run directory with checkpoints resumes; exit status
@@ -160,9 +161,14 @@ def cmd_scaling(argv: list[str]) -> int:
   return scaling_main(argv)
 
 
+def cmd_sweep(argv: list[str]) -> int:
+  from experiments.sweep_cli import main as sweep_main  # parses its own arguments; --help
+  return sweep_main(argv)
+
+
 VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info, 'bench': cmd_bench,
          'eval': cmd_eval, 'sample': cmd_sample, 'memory': cmd_memory, 'pod': cmd_pod,
-         'slurm': cmd_slurm, 'scaling': cmd_scaling}
+         'slurm': cmd_slurm, 'scaling': cmd_scaling, 'sweep': cmd_sweep}
 
 
 def main(argv: list[str]) -> int:
