@@ -13,7 +13,7 @@ from errors import EXIT_USER_ERROR
 from tests.sweep_helpers import (by_state, flat_config, load_study, records, sweep_dir,
                                  write_sweep_config)
 from train import checkpoint
-from train.setup import Experiment
+from train.experiment import Experiment
 
 PNG = b'\x89PNG\r\n\x1a\n'
 
