@@ -1,11 +1,14 @@
-"""`launch.py scaling SUBCOMMAND ...`: fit scaling laws to points and predict from a fit.
+"""`launch.py scaling SUBCOMMAND ...`: run IsoFLOP studies, fit scaling laws, predict from a fit.
 
+  run      an IsoFLOP study of a scaling config (configs/scaling/*.py): plans, trains (through
+           the sweep engine: resumable, --workers, --storage) and fits; `scaling --config X`
+           is the same
   fit      fit Chinchilla's approaches 1-3 with bootstrap intervals to a points CSV (or to
            finished run directories); writes scaling_fit.json, scaling_report.md and plots
   predict  compute-optimal N, D and the predicted loss for budgets, from a scaling_fit.json
 
 Each sub-command is one function in `SUBCOMMANDS`, taking its own argv and returning the exit
-status; a study runner (`scaling run --config ...`) slots in as one more entry.
+status.
 """
 
 import argparse
@@ -46,12 +49,7 @@ def cmd_fit(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   if args.samples < 1 or not 0 < args.confidence < 1 or args.lbfgs_starts < 0:
     raise UserError('--samples must be >= 1, --confidence in (0, 1), --lbfgs_starts >= 0')
-  import numpy as np
   from experiments import scaling_points as sp
-  from experiments.scaling_bootstrap import fit_all
-  from experiments.scaling_fits import group_budgets
-  from experiments.scaling_plots import write_plots
-  from experiments.scaling_report import fit_document, format_report, write_outputs
   from models.counting import FLOPS_CONVENTION_NAMES
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -69,16 +67,30 @@ def cmd_fit(argv: list[str]) -> int:
     curves = sp.read_curves_json(args.curves) if args.curves else None
     convention = (args.flops_convention or points['flops_source'])
     source = args.points
+  fit_and_report(points, curves, out, convention, source, args.samples, args.confidence,
+                 args.seed, args.lbfgs_starts)
+  return 0
+
+
+def fit_and_report(points: dict, curves, out: Path, convention: str, source: str,
+                   samples: int = 100, confidence: float = 0.95, seed: int = 0,
+                   lbfgs_starts: int = 20) -> dict:
+  """Fits approaches 1-3 with bootstrap intervals to `points` (and loss `curves`), writes
+  scaling_fit.json, scaling_report.md and the plots into `out`, prints the report; the fit."""
+  import numpy as np
+  from experiments.scaling_bootstrap import fit_all
+  from experiments.scaling_fits import group_budgets
+  from experiments.scaling_plots import write_plots
+  from experiments.scaling_report import fit_document, format_report, write_outputs
   budgets = points['budget'] if 'budget' in points else group_budgets(points['flops'])
   points['budget_label'] = np.asarray(budgets)
-  fit = fit_all({**points, 'budget': budgets}, curves, args.samples, args.confidence, args.seed,
-                args.lbfgs_starts)
+  fit = fit_all({**points, 'budget': budgets}, curves, samples, confidence, seed, lbfgs_starts)
   doc = fit_document(fit, convention, source)
   doc['plots'] = write_plots(doc, points, curves, out)
   write_outputs(doc, out)
   print(format_report(doc))
   print(f'wrote {out}/scaling_fit.json, {out}/scaling_report.md and {len(doc["plots"])} plots')
-  return 0
+  return doc
 
 
 def cmd_predict(argv: list[str]) -> int:
@@ -102,13 +114,20 @@ def cmd_predict(argv: list[str]) -> int:
   return 0
 
 
-SUBCOMMANDS = {'fit': cmd_fit, 'predict': cmd_predict}
+def cmd_run(argv: list[str]) -> int:
+  from experiments.scaling_study import main as run_study  # pylint: disable=import-outside-toplevel
+  return run_study(argv)
+
+
+SUBCOMMANDS = {'run': cmd_run, 'fit': cmd_fit, 'predict': cmd_predict}
 
 
 def main(argv: list[str]) -> int:
   if not argv or argv[0] in ('-h', '--help'):
     print(__doc__.strip())
     return 0
+  if argv[0].startswith('--config'):  # `scaling --config X`: run the study of X
+    argv = ['run'] + argv
   if argv[0] not in SUBCOMMANDS:
     raise UserError(f'unknown scaling sub-command {argv[0]!r}; use one of '
                     f'{", ".join(SUBCOMMANDS)} (launch.py scaling --help)')

@@ -85,24 +85,32 @@ def main(argv: list[str]) -> int:
   from train.config import load_config  # pylint: disable=import-outside-toplevel
   from experiments import sweep_study  # pylint: disable=import-outside-toplevel
   sweep = sweep_study.build_sweep(load_config(args.config, overrides), args.storage)
+  return run_sweep(sweep, argv, args.workers, args.no_summary)
+
+
+def run_sweep(sweep, argv: list[str], workers: int, no_summary: bool,
+              verb: tuple[str, ...] = ('sweep',)) -> int:
+  """Opens the study of a checked `sweep` and works on it: in this process, or in `workers`
+  processes started as `launch.py VERB... argv`; then (process 0) writes the summary."""
   from sharding.distributed import initialize  # pylint: disable=import-outside-toplevel
   initialize(sweep.run_config.distributed)  # a trial spanning several processes
   import jax  # pylint: disable=import-outside-toplevel
-  if jax.process_count() > 1 and args.workers > 1:
+  from experiments import sweep_study  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1 and workers > 1:
     raise UserError('--workers must be 1 when a trial spans several processes (distributed)')
   study = sweep_study.open_study(sweep) if jax.process_index() == 0 else None
   if study is not None:
     print(f'sweep {sweep.name}: {sweep.trials} trials over '
           f'{", ".join(d.key for d in sweep.dims)}; study in {sweep.storage_url}; '
           f'runs in {sweep.directory}/', flush=True)
-  if args.workers > 1:
-    code = _run_local_workers(argv, args.workers, sweep.storage_url)
+  if workers > 1:
+    code = _run_local_workers(argv, workers, sweep.storage_url, verb)
     if code:
       return code
   else:
     from experiments.sweep_worker import run_worker  # pylint: disable=import-outside-toplevel
     run_worker(sweep, study)
-  if study is not None and not args.no_summary:
+  if study is not None and not no_summary:
     from experiments.sweep_summary import summarize  # pylint: disable=import-outside-toplevel
     print(summarize(study, sweep.directory, sweep.sweep_cfg.best_curves))
     print(sweep_study.progress_line(study, sweep.name, sweep.trials), flush=True)
@@ -121,9 +129,10 @@ def _without_workers_flag(argv: list[str]) -> list[str]:
   return kept
 
 
-def _run_local_workers(argv: list[str], count: int, storage_url: str) -> int:
+def _run_local_workers(argv: list[str], count: int, storage_url: str,
+                       verb: tuple[str, ...] = ('sweep',)) -> int:
   """Starts `count` workers (this command, one worker each) and waits; SIGTERM reaches each."""
-  command = [sys.executable, str(ROOT / 'launch.py'), 'sweep', *_without_workers_flag(argv),
+  command = [sys.executable, str(ROOT / 'launch.py'), *verb, *_without_workers_flag(argv),
              '--workers', '1', '--no_summary', '--storage', storage_url]
   env = dict(os.environ, PYTHONUNBUFFERED='1')
   workers = [subprocess.Popen(command, env=env) for _ in range(count)]

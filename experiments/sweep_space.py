@@ -27,7 +27,7 @@ import ml_collections
 import optuna
 
 from errors import UserError
-from train.config import flatten, validate
+from train.config import flatten, get_value, set_value, validate
 
 KINDS = ('choice', 'uniform', 'loguniform', 'int')
 NOT_SWEEPABLE = ('name', 'run_root')  # the sweep names and places its trials itself
@@ -190,6 +190,17 @@ def grid_points(dims: list[Dimension]) -> list[dict]:
           for values in itertools.product(*(d.values for d in dims))]
 
 
+def point_dimensions(points: list[dict]) -> list[Dimension]:
+  """Choice dimensions that hold explicit grid points (every key's values, in order of first
+  appearance), so Optuna can record each queued point's parameters."""
+  keys = list(dict.fromkeys(key for point in points for key in point))
+  if any(set(point) != set(keys) for point in points):
+    raise ValueError('every explicit grid point must set the same keys')
+  values = {key: tuple(dict.fromkeys(point[key] for point in points)) for key in keys}
+  return [Dimension(key, 'choice', values=values[key],
+                    spec='choice(' + ', '.join(map(repr, values[key])) + ')') for key in keys]
+
+
 def _check_corners(dims: list[Dimension], run_config) -> None:
   """Every grid point, or every combination of range ends, makes a valid run config."""
   for values in itertools.islice(itertools.product(*(d.corners() for d in dims)), _MAX_CORNERS):
@@ -206,11 +217,7 @@ def trial_config(run_config: ml_collections.ConfigDict, params: dict,
   """A copy of `run_config` with `params` ({dotted key: value}) set, and `name` if given."""
   config = ml_collections.ConfigDict(run_config.to_dict())
   for key, value in params.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = float(value) if isinstance(node[leaf], float) else value
+    set_value(config, key, float(value) if isinstance(get_value(config, key), float) else value)
   if name is not None:
     config.name = name
   config.lock()

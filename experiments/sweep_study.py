@@ -125,15 +125,20 @@ class Sweep:
   dims: list
   directory: Path
   storage_url: str
+  points: tuple | None = None  # explicit grid points (a scaling study's runs), else the product
 
   @property
   def name(self) -> str:
     return sweep_name(self.run_config, self.sweep_cfg)
 
+  def grid(self) -> list[dict]:
+    """The points a grid sweep queues: the explicit ones, else every combination of choices."""
+    return list(self.points) if self.points is not None else sweep_space.grid_points(self.dims)
+
   @property
   def trials(self) -> int:
     if self.sweep_cfg.sampler == 'grid':
-      return self.sweep_cfg.trials or len(sweep_space.grid_points(self.dims))
+      return self.sweep_cfg.trials or len(self.grid())
     return self.sweep_cfg.trials
 
   def study_attrs(self) -> dict:
@@ -175,7 +180,7 @@ def open_study(sweep: Sweep) -> optuna.Study:
     for key, value in attrs.items():
       study.set_user_attr(key, value)
     if sweep.sweep_cfg.sampler == 'grid':
-      for params in sweep_space.grid_points(sweep.dims):
+      for params in sweep.grid():
         study.enqueue_trial(params)
     study.set_user_attr('queued', True)
   study.set_user_attr('trials', sweep.trials)

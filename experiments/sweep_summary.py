@@ -124,6 +124,7 @@ def _write_csv(rows: list[dict], metric: str, path: Path) -> None:
 
 def _plot_metric_vs_params(rows: list[dict], dims: list, metric: str, directory: Path):
   done = [r for r in rows if r['state'] == 'complete' and sweep_space.finite(r['metric'])]
+  dims = [d for d in dims if not d.is_choice or len(d.values) > 1]  # a constant says nothing
   paths = []
   for dim in dims:
     others = [d for d in dims if d is not dim]
