@@ -43,28 +43,11 @@ def _config_parser(verb: str, description: str) -> argparse.ArgumentParser:
   return parser
 
 
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-  """(--config.key=value overrides, the other arguments) of argv."""
-  overrides, rest = [], []
-  args_iter = iter(argv)
-  for arg in args_iter:
-    if arg.startswith('--config.'):
-      if '=' not in arg:  # --config.key value
-        value = next(args_iter, None)
-        if value is None:
-          raise UserError(f'{arg} has no value; write it as {arg}=VALUE')
-        arg = f'{arg}={value}'
-      overrides.append(arg)
-    else:
-      rest.append(arg)
-  return overrides, rest
-
-
 def _parse(parser: argparse.ArgumentParser, argv: list[str]):
   """Splits argv into known flags and --config.* overrides; loads the config."""
-  overrides, rest = _split_overrides(argv)
+  from train.config import load_config, split_overrides
+  overrides, rest = split_overrides(argv)
   args = parser.parse_args(rest)
-  from train.config import load_config
   return args, load_config(args.config, overrides)
 
 
@@ -153,7 +136,8 @@ def cmd_slurm(argv: list[str]) -> int:
   from sharding.slurm_cli import add_arguments, submit
   add_arguments(parser)
   args, config = _parse(parser, argv)
-  return submit(args, config, _split_overrides(argv)[0])
+  from train.config import split_overrides
+  return submit(args, config, split_overrides(argv)[0])
 
 
 def cmd_scaling(argv: list[str]) -> int:

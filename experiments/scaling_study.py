@@ -20,7 +20,7 @@ from configs.sweeps.base import sweep_section
 from errors import UserError
 from experiments import sweep_space, sweep_study
 from experiments.isoflop_plan import PlannedRun, format_plan, plan_study
-from train.config import validate
+from train.config import split_section, validate
 
 FIT_DIR = 'fit'
 
@@ -39,12 +39,8 @@ def parse_budgets(text: str) -> list[float]:
 
 def split_study_config(config: ml_collections.ConfigDict):
   """(run config without `study`, the study section) of a scaling config."""
-  if 'study' not in config:
-    raise UserError('this config has no study section; use a scaling config such as '
-                    'configs/scaling/tiny_isoflop.py (configs/scaling/base.py lists its keys)')
-  whole = config.to_dict()
-  study = ml_collections.ConfigDict(whole.pop('study'))
-  return ml_collections.ConfigDict(whole), study
+  return split_section(config, 'study', 'configs/scaling/tiny_isoflop.py '
+                       '(configs/scaling/base.py lists its keys)')
 
 
 def plan(config) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict,
@@ -130,9 +126,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
   """`launch.py scaling run ...` (also `launch.py scaling --config ...`)."""
-  from experiments.sweep_cli import _split_overrides, run_sweep  # pylint: disable=import-outside-toplevel
-  from train.config import load_config  # pylint: disable=import-outside-toplevel
-  overrides, rest = _split_overrides(argv)
+  from experiments.sweep_cli import run_sweep  # pylint: disable=import-outside-toplevel
+  from train.config import load_config, split_overrides  # pylint: disable=import-outside-toplevel
+  overrides, rest = split_overrides(argv)
   args = _parser().parse_args(rest)
   if args.workers < 1:
     raise UserError(f'--workers={args.workers} must be at least 1')

@@ -56,24 +56,9 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-  overrides, rest = [], []
-  args_iter = iter(argv)
-  for arg in args_iter:
-    if arg.startswith('--config.'):
-      if '=' not in arg:
-        value = next(args_iter, None)
-        if value is None:
-          raise UserError(f'{arg} has no value; write it as {arg}=VALUE')
-        arg = f'{arg}={value}'
-      overrides.append(arg)
-    else:
-      rest.append(arg)
-  return overrides, rest
-
-
 def main(argv: list[str]) -> int:
-  overrides, rest = _split_overrides(argv)
+  from train.config import split_overrides  # pylint: disable=import-outside-toplevel
+  overrides, rest = split_overrides(argv)
   args = _parser().parse_args(rest)
   if args.summarize:
     return summarize_command(args.summarize, args.study)

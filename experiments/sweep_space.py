@@ -27,7 +27,7 @@ import ml_collections
 import optuna
 
 from errors import UserError
-from train.config import flatten, get_value, set_value, validate
+from train.config import flatten, get_value, split_section, set_value, validate
 
 KINDS = ('choice', 'uniform', 'loguniform', 'int')
 NOT_SWEEPABLE = ('name', 'run_root')  # the sweep names and places its trials itself
@@ -226,12 +226,8 @@ def trial_config(run_config: ml_collections.ConfigDict, params: dict,
 
 def split_sweep_config(config: ml_collections.ConfigDict):
   """(run config without the `sweep` section, the sweep section) of a sweep config."""
-  if 'sweep' not in config:
-    raise UserError('this config has no sweep section; use a sweep config such as '
-                    'configs/sweeps/lr_tiny.py (configs/sweeps/base.py lists its keys)')
-  whole = config.to_dict()
-  sweep = ml_collections.ConfigDict(whole.pop('sweep'))
-  return ml_collections.ConfigDict(whole), sweep
+  return split_section(config, 'sweep', 'configs/sweeps/lr_tiny.py (configs/sweeps/base.py '
+                       'lists its keys)')
 
 
 def describe(params: dict) -> str:

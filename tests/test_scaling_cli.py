@@ -62,7 +62,7 @@ def test_input_mistakes_exit_2(tmp_path, capsys):
   assert launch.main(['scaling', 'predict', '--fit', str(tmp_path / 'nofit.json'),
                       '--flops', '1e20']) == 2
   assert launch.main(['scaling', 'frobnicate']) == 2
-  assert 'use one of fit, predict' in capsys.readouterr().err
+  assert 'use one of run, fit, predict' in capsys.readouterr().err
   assert launch.main(['scaling', '--help']) == 0
 
 

@@ -120,6 +120,34 @@ def parse_value(key: str, text: str, current):
                   'from the command line; edit the config file')
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(--config.key=value overrides, the other arguments) of a command line; `--config.key value`
+  is taken as `--config.key=value`."""
+  overrides, rest = [], []
+  args_iter = iter(argv)
+  for arg in args_iter:
+    if arg.startswith('--config.'):
+      if '=' not in arg:
+        value = next(args_iter, None)
+        if value is None:
+          raise UserError(f'{arg} has no value; write it as {arg}=VALUE')
+        arg = f'{arg}={value}'
+      overrides.append(arg)
+    else:
+      rest.append(arg)
+  return overrides, rest
+
+
+def split_section(config: ml_collections.ConfigDict, section: str, example: str):
+  """(a copy of `config` without `section`, that section): the run config of a sweep or study
+  config and its own part. UserError naming `example` when the section is missing."""
+  if section not in config:
+    raise UserError(f'this config has no {section} section; use one such as {example}')
+  whole = config.to_dict()
+  part = ml_collections.ConfigDict(whole.pop(section))
+  return ml_collections.ConfigDict(whole), part
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
   """Applies ['--config.a.b=v', ...] (or 'a.b=v') in place."""
   for item in overrides:
