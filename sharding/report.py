@@ -9,7 +9,7 @@
   the bytes it produces. CPU XLA lowers reduce-scatter to all-reduce, so on simulated devices
   FSDP's gradient reduce-scatter shows up as an all-reduce over the fsdp axes.
 
-Nothing here imports the model: `train/parallel.py` compiles the step, `launch.py memory`
+Nothing here imports the model: `train/experiment.py` compiles the step, `launch.py memory`
 prints `format_report`.
 """
 
