@@ -92,13 +92,13 @@ def test_a_deliberately_bad_trial_is_pruned_and_keeps_its_checkpoint(tmp_path, c
   # Pruned at its first evaluation, where it was far above the two finished trials.
   assert bad.intermediate_values[10] > max(good.intermediate_values[10],
                                            better.intermediate_values[10])
-  assert bad.user_attrs['steps'] == 10 and 'pruned at step 10' in bad.user_attrs['reason']
+  assert bad.user_attrs['steps'] == 10 and 'at step 10' in bad.user_attrs['reason']
   run_dir = sweep_dir(tmp_path) / bad.user_attrs['run_dir']
   assert checkpoint.latest_step(run_dir / 'checkpoints') == 10  # saved although every=0
   assert max(r['step'] for r in records(run_dir, 'train')) == 10  # stopped at once
   assert records(run_dir, 'summary') == []
   out = capsys.readouterr().out
-  assert 'trial 2: pruned: pruned at step 10' in out
+  assert 'trial 2: pruned: pruned by the sweep at step 10' in out
   assert '3/3 done (2 complete, 1 pruned, 0 failed)' in out
   assert study.best_trial.number in (0, 1)
 
