@@ -66,8 +66,8 @@ def compare(shape: str, batch: int, rounds: int, steps: int, run=run_json) -> di
           'parameters': results['pytorch'][0]['parameters'],
           'jax_tokens_per_s': jax_tps, 'pytorch_tokens_per_s': torch_tps,
           'ratios': [j / t for j, t in zip(jax_tps, torch_tps)],
-          'jax_command': ' '.join(commands['jax'][1:]),
-          'pytorch_command': ' '.join(commands['pytorch'][1:])}
+          'jax_command': ' '.join(['python', *commands['jax'][1:]]),
+          'pytorch_command': ' '.join(['python', *commands['pytorch'][1:]])}
 
 
 def format_summary(summary: dict) -> str:

@@ -90,7 +90,7 @@ def test_comparison_alternates_and_reports_the_ratio_spread():
   assert calls == ['jax', 'pytorch', 'pytorch', 'jax', 'jax', 'pytorch']
   assert summary['ratios'] == pytest.approx([1.0, 0.9, 1.2])
   assert 'ratio JAX/PyTorch  0.90 / 1.00 / 1.20' in compare_torch.format_summary(summary)
-  assert summary['jax_command'].startswith('launch.py bench --config configs/gpt2_small.py')
+  assert summary['jax_command'].startswith('python launch.py bench --config configs/gpt2_small.py')
 
 
 def test_without_torch_both_scripts_stop_in_one_line(tmp_path):
