@@ -73,9 +73,12 @@ def test_every_import_is_installed_by_a_lock():
   distributions = importlib.metadata.packages_distributions()
   code = [p for p in ROOT.rglob('*.py') if '.venv' not in p.parts and p.parts[-2] != 'tests']
   runtime = set(pins('requirements.lock'))
-  for module in _third_party_imports(code):
+  for module in _third_party_imports(p for p in code if p.parts[-2] != 'benchmarks'):
     assert {_name(d) for d in distributions.get(module, [module])} & runtime, module
-  tests = set(pins('requirements-test.lock')) | runtime
+  optional = set(pins('requirements-bench.in'))  # benchmarks/ only; they stop in one line without
+  for module in _third_party_imports(p for p in code if p.parts[-2] == 'benchmarks'):
+    assert {_name(d) for d in distributions.get(module, [module])} & (runtime | optional), module
+  tests = set(pins('requirements-test.lock')) | runtime | optional  # tests skip when missing
   for module in _third_party_imports((ROOT / 'tests').glob('*.py')):
     assert {_name(d) for d in distributions.get(module, [module])} & tests, module
 

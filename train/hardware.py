@@ -69,6 +69,7 @@ class PeakFlops:
     self.device_kind = devices[0].device_kind
     published = published_peak(self.device_kind) if self.platform != 'cpu' else None
     self.chip, self.per_chip = published if published else (None, 0.0)
+    self.samples: list[float] = []  # every measurement of a measured peak, in order
     self.value = self.per_chip * self.count if published else self._measure()
 
   @property
@@ -76,13 +77,24 @@ class PeakFlops:
     return self.chip is None
 
   def _measure(self) -> float:
-    return measured_peak_flops() * self.count
+    self.samples.append(measured_peak_flops() * self.count)
+    return self.samples[-1]
 
   def refresh(self) -> float:
     """Measures again (a measured peak keeps the best value); a published peak stays."""
     if self.measured:
       self.value = max(self.value, self._measure())
     return self.value
+
+  @property
+  def spread(self) -> str:
+    """How the measurements varied, e.g. 'best of 5; 260-300 GFLOP/s' ('' if published)."""
+    if not self.samples:
+      return ''
+    high = max(self.samples)
+    scale, unit = (1e12, 'TFLOP/s') if high >= 1e12 else (1e9, 'GFLOP/s')
+    return (f'best of {len(self.samples)}; '
+            f'{min(self.samples) / scale:,.0f}-{high / scale:,.0f} {unit}')
 
   @property
   def label(self) -> str:
