@@ -93,7 +93,8 @@ class Mlp(nn.Module):
     return DenseGeneral(cfg, f, d, ('mlp', 'embed'), out_scale, name='down')(h_BxLxF)
 
 
-def rotary(x_BxLxNxDh: jax.Array, theta: float, positions_BxL: jax.Array | None = None) -> jax.Array:
+def rotary(x_BxLxNxDh: jax.Array, theta: float,
+           positions_BxL: jax.Array | None = None) -> jax.Array:
   """Applies rotary position embeddings (rotate-half form) for positions 0..L-1, or for the
   given per-row positions (decoding with a KV cache, where a row's tokens start at an offset)."""
   length, head_dim = x_BxLxNxDh.shape[1], x_BxLxNxDh.shape[-1]

@@ -29,8 +29,8 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-    h = CausalSelfAttention(cfg, self.deterministic, name='attn')(Norm(cfg, name='attn_norm')(x_BxLxD),
-                                                                   layer_kv, slots)
+    attn = CausalSelfAttention(cfg, self.deterministic, name='attn')
+    h = attn(Norm(cfg, name='attn_norm')(x_BxLxD), layer_kv, slots)
     if layer_kv is not None:
       h, layer_kv = h
     x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
