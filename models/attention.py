@@ -3,7 +3,15 @@
 Query heads are grouped over the K key/value heads (G = H // K queries share one K/V head);
 K = H is multi-head attention, K = 1 multi-query. Q/K/V kernels are column parallel (split on
 heads), the output kernel row parallel, when a tensor-parallel rule set is in force.
+
+Decoding (models/decoding.py) passes a layer's KV cache `(k_BxSxKxDh, v_BxSxKxDh)` and the
+`DecodeSlots` (where the new tokens go in the cache, where each row's tokens start): the new
+keys and values are written at `slots.index` and the queries attend over the whole cache, masked
+to the row's own filled slots. Without a cache the training path below is unchanged.
 """
+
+from typing import NamedTuple
+
 
 import flax.linen as nn
 import jax
@@ -15,12 +23,24 @@ from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
 
 
+class DecodeSlots(NamedTuple):
+  """Where T new tokens sit in a KV cache of S slots: slots index .. index+T-1 of every row;
+  row b's tokens start at slot start_B[b] (left padding), so its positions are slot - start."""
+  index: jax.Array  # int32 scalar
+  start_B: jax.Array  # int32 [B]
+
+  def positions(self, length: int) -> jax.Array:
+    slots_T = self.index + jnp.arange(length, dtype=jnp.int32)
+    return jnp.maximum(slots_T[None, :] - self.start_B[:, None], 0)
+
+
 class CausalSelfAttention(nn.Module):
   cfg: TransformerConfig
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None):
+    """The attention output; with a cache `layer_kv`, (output, the updated cache)."""
     cfg = self.cfg
     n_heads, n_kv, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     groups = n_heads // n_kv
@@ -34,20 +54,50 @@ class CausalSelfAttention(nn.Module):
     q_BxLxHxDh = nn.with_logical_constraint(
         q_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
     if cfg.position == 'rope':
-      q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta)
-      k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta)
+      positions_BxL = None if slots is None else slots.positions(x_BxLxD.shape[1])
+      q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta, positions_BxL)
+      k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta, positions_BxL)
 
     # Query head h = k * G + g shares key/value head k.
     q_BxLxKxGxDh = rearrange(q_BxLxHxDh, 'b l (k g) d -> b l k g d', k=n_kv, g=groups)
     q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(1.0 / np.sqrt(head_dim), q_BxLxKxGxDh.dtype)
-    out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
-                                      cfg.attention_query_chunk)
+    if layer_kv is None:
+      out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
+                                        cfg.attention_query_chunk)
+    else:
+      layer_kv = write_cache(layer_kv, k_BxLxKxDh, v_BxLxKxDh, slots.index)
+      out_BxLxKxGxDh = cached_attention(q_BxLxKxGxDh, *layer_kv, slots)
     out_BxLxHxDh = rearrange(out_BxLxKxGxDh, 'b l k g d -> b l (k g) d')
     out_BxLxHxDh = nn.with_logical_constraint(
         out_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
     out_scale = 1.0 / np.sqrt(2 * cfg.n_layers)
-    return DenseGeneral(cfg, (n_heads, head_dim), d, ('heads', 'head_dim', 'embed'), out_scale,
-                        name='out')(out_BxLxHxDh)
+    out_BxLxD = DenseGeneral(cfg, (n_heads, head_dim), d, ('heads', 'head_dim', 'embed'),
+                             out_scale, name='out')(out_BxLxHxDh)
+    return out_BxLxD if layer_kv is None else (out_BxLxD, layer_kv)
+
+
+def write_cache(layer_kv, k_BxTxKxDh: jax.Array, v_BxTxKxDh: jax.Array, index: jax.Array):
+  """The cache (k_BxSxKxDh, v_BxSxKxDh) with the T new keys/values written at slot `index`."""
+  k_BxSxKxDh, v_BxSxKxDh = layer_kv
+  at = (0, index, 0, 0)
+  return (jax.lax.dynamic_update_slice(k_BxSxKxDh, k_BxTxKxDh.astype(k_BxSxKxDh.dtype), at),
+          jax.lax.dynamic_update_slice(v_BxSxKxDh, v_BxTxKxDh.astype(v_BxSxKxDh.dtype), at))
+
+
+def cached_attention(q_BxTxKxGxDh: jax.Array, k_BxSxKxDh: jax.Array, v_BxSxKxDh: jax.Array,
+                     slots: DecodeSlots) -> jax.Array:
+  """softmax(q k^T) v over the whole cache, each query seeing its row's slots start .. itself."""
+  length = q_BxTxKxGxDh.shape[1]
+  scores_BxKxGxTxS = jnp.einsum('bqkgd,bskd->bkgqs', q_BxTxKxGxDh, k_BxSxKxDh,
+                                preferred_element_type=jnp.float32)
+  slot_S = jnp.arange(k_BxSxKxDh.shape[1], dtype=jnp.int32)
+  query_slot_T = slots.index + jnp.arange(length, dtype=jnp.int32)
+  visible_BxTxS = ((slot_S[None, None, :] <= query_slot_T[None, :, None])
+                   & (slot_S[None, None, :] >= slots.start_B[:, None, None]))
+  scores_BxKxGxTxS = jnp.where(visible_BxTxS[:, None, None], scores_BxKxGxTxS,
+                               jnp.finfo(jnp.float32).min)
+  probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxSxKxDh.dtype)
+  return jnp.einsum('bkgqs,bskd->bqkgd', probs_BxKxGxTxS, v_BxSxKxDh)
 
 
 def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: jax.Array,

@@ -93,14 +93,20 @@ class Mlp(nn.Module):
     return DenseGeneral(cfg, f, d, ('mlp', 'embed'), out_scale, name='down')(h_BxLxF)
 
 
-def rotary(x_BxLxNxDh: jax.Array, theta: float) -> jax.Array:
-  """Applies rotary position embeddings (rotate-half form) for positions 0..L-1."""
+def rotary(x_BxLxNxDh: jax.Array, theta: float,
+           positions_BxL: jax.Array | None = None) -> jax.Array:
+  """Applies rotary position embeddings (rotate-half form) for positions 0..L-1, or for the
+  given per-row positions (decoding with a KV cache, where a row's tokens start at an offset)."""
   length, head_dim = x_BxLxNxDh.shape[1], x_BxLxNxDh.shape[-1]
   half = head_dim // 2
   inv_freq = theta ** (-np.arange(half, dtype=np.float32) / half)
-  angles_LxHalf = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
-  sin = jnp.asarray(np.sin(angles_LxHalf))[None, :, None, :]
-  cos = jnp.asarray(np.cos(angles_LxHalf))[None, :, None, :]
+  if positions_BxL is None:
+    angles_LxHalf = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
+    sin = jnp.asarray(np.sin(angles_LxHalf))[None, :, None, :]
+    cos = jnp.asarray(np.cos(angles_LxHalf))[None, :, None, :]
+  else:
+    angles_BxLxHalf = positions_BxL.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    sin, cos = jnp.sin(angles_BxLxHalf)[:, :, None, :], jnp.cos(angles_BxLxHalf)[:, :, None, :]
   x = x_BxLxNxDh.astype(jnp.float32)
   x1, x2 = x[..., :half], x[..., half:]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

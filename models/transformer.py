@@ -1,6 +1,8 @@
 """The decoder-only Transformer: embeddings, a stack of pre-norm blocks, final norm, logits.
 
 `Transformer(cfg)(tokens_BxL, deterministic=True) -> logits_BxLxV` (float32 logits).
+With a KV cache (`cache=(k_NxBxSxKxDh, v_NxBxSxKxDh)` for the N layers, and the `DecodeSlots`
+of the new tokens; see models/decoding.py) it returns `(logits_BxTxV, updated cache)`.
 The block stack is either unrolled or an `nn.scan` over a leading 'layers' parameter axis;
 each block can be rematerialised with a named policy (`models/remat.py`).
 """
@@ -10,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from models.attention import CausalSelfAttention
+from models.attention import CausalSelfAttention, DecodeSlots
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, Mlp, Norm, dtype_of, param_with_axes
 from models.remat import remat_policy
@@ -24,21 +26,25 @@ class Block(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, _=None):
+  def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-    h = CausalSelfAttention(cfg, self.deterministic, name='attn')(Norm(cfg, name='attn_norm')(x_BxLxD))
+    attn = CausalSelfAttention(cfg, self.deterministic, name='attn')
+    h = attn(Norm(cfg, name='attn_norm')(x_BxLxD), layer_kv, slots)
+    if layer_kv is not None:
+      h, layer_kv = h
     x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
     h = Mlp(cfg, name='mlp')(Norm(cfg, name='mlp_norm')(x_BxLxD))
     x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
-    return x_BxLxD, None
+    return x_BxLxD, layer_kv
 
 
 class Transformer(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, tokens_BxL: jax.Array, deterministic: bool = True, cache=None,
+               slots: DecodeSlots | None = None):
     cfg = self.cfg
     embed_init = nn.initializers.normal(cfg.init_std)
     table_VxD = param_with_axes(self, 'embedding', embed_init, (cfg.padded_vocab, cfg.d_model),
@@ -50,14 +56,19 @@ class Transformer(nn.Module):
     if cfg.position == 'learned':
       positions_LxD = param_with_axes(self, 'position_embedding', embed_init,
                                       (cfg.max_len, cfg.d_model), (None, 'embed'), cfg)
-      x_BxLxD = x_BxLxD + positions_LxD[None, :tokens_BxL.shape[1]]
+      if slots is None:
+        x_BxLxD = x_BxLxD + positions_LxD[None, :tokens_BxL.shape[1]]
+      else:
+        x_BxLxD = x_BxLxD + jnp.take(positions_LxD, slots.positions(tokens_BxL.shape[1]), axis=0)
     x_BxLxD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BxLxD)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, RESIDUAL_AXES)
 
     block = Block
     if cfg.remat != 'none':
       block = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
+    if cache is not None:  # decoding: no gradients, so no remat
+      x_BxLxD, cache = _cached_stack(cfg, x_BxLxD, cache, slots)
+    elif cfg.scan_layers:
       stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
                                                                         'dropout': True},
                       length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
@@ -79,7 +90,25 @@ class Transformer(nn.Module):
     if cfg.padded_vocab > cfg.vocab_size:  # padding rows never win: the loss is unchanged
       is_real_V = jnp.arange(cfg.padded_vocab) < cfg.vocab_size
       logits_BxLxV = jnp.where(is_real_V, logits_BxLxV, jnp.finfo(jnp.float32).min)
-    return logits_BxLxV
+    return logits_BxLxV if cache is None else (logits_BxLxV, cache)
+
+
+def _cached_stack(cfg: TransformerConfig, x_BxTxD: jax.Array, cache, slots: DecodeSlots):
+  """The block stack over T new tokens, reading and writing the layers' KV caches (called
+  inside Transformer.__call__, so the blocks are its submodules with the training names)."""
+  if cfg.scan_layers:
+    stack = nn.scan(Block, variable_axes={'params': 0}, split_rngs={'params': True},
+                    in_axes=(0, nn.broadcast), length=cfg.n_layers,
+                    metadata_params={nn.PARTITION_NAME: 'layers'})
+    return stack(cfg, True, name='layers')(x_BxTxD, cache, slots)
+  k_NxBxSxKxDh, v_NxBxSxKxDh = cache
+  new_k, new_v = [], []
+  for i in range(cfg.n_layers):
+    x_BxTxD, (k, v) = Block(cfg, True, name=f'layer_{i}')(
+        x_BxTxD, (k_NxBxSxKxDh[i], v_NxBxSxKxDh[i]), slots)
+    new_k.append(k)
+    new_v.append(v)
+  return x_BxTxD, (jnp.stack(new_k), jnp.stack(new_v))
 
 
 def init_params(cfg: TransformerConfig, rng: jax.Array, seq_len: int):

@@ -135,6 +135,20 @@ def restore_latest(manager_or_dir, abstract_state, move_damaged: bool = False):
   return None, None, ('; '.join(notes) if notes else None)
 
 
+def restore_step(manager_or_dir, step: int, abstract_state):
+  """The state of checkpoint `step`; UserError if there is none or it does not restore."""
+  manager = _as_manager(manager_or_dir)
+  steps = sorted(manager.all_steps())
+  if step not in steps:
+    raise UserError(f'{manager.directory} has no checkpoint of step {step}; it has '
+                    f'{", ".join(map(str, steps)) or "none"}')
+  state, why = _try_restore(manager, step, abstract_state)
+  if state is None:
+    raise UserError(f'checkpoint step {step} in {manager.directory} does not restore ({why}); '
+                    'pick another --step')
+  return state
+
+
 def _try_restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   """(state, None), or (None, why) when the checkpoint is damaged; UserError if of another
   model. A failed tensorstore read leaves reads in flight and coroutines that complain on
