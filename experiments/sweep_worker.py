@@ -21,9 +21,7 @@ How a trial ends, and what the study records:
 import gc
 import json
 import os
-import signal
 import socket
-import threading
 import time
 
 import jax
@@ -36,6 +34,7 @@ from experiments import sweep_space, sweep_study
 from train import checkpoint
 from train.loop import train
 from train.metrics import read_metrics
+from train.preemption import Preemption
 
 
 class TrialFailed(Exception):
@@ -149,27 +148,12 @@ def run_worker(sweep, study: optuna.Study | None) -> None:
   broadcast(None)  # the other processes stop following (not after an error: they have it too)
 
 
-class _StopBetweenTrials:
+class _StopBetweenTrials(Preemption):
   """SIGTERM outside a trial's training (which saves and stops by itself) ends the worker
   before its next trial, with EXIT_PREEMPTED; one process only (a pod syncs its own)."""
 
-  def __init__(self):
-    self.requested, self._previous = False, None
-
-  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
-
-  def __enter__(self):
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-    return self
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
   def check(self) -> None:
-    if self.requested:
+    if self.requested(0):
       raise RunStopped('SIGTERM between trials: no trial was running; run the same command '
                        'again to continue the sweep', EXIT_PREEMPTED)
 
