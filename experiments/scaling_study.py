@@ -105,6 +105,7 @@ def fit_study(sweep, study) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
   from experiments.scaling_cli import _Parser  # pylint: disable=import-outside-toplevel
+  from experiments.sweep_cli import add_worker_arguments  # pylint: disable=import-outside-toplevel
   parser = _Parser(prog='launch.py scaling run', description=(
       'Run an IsoFLOP study: plan (budget, size) runs from the config\'s study section, train '
       'them through the sweep engine (resumable; --workers, --storage) and fit the scaling laws '
@@ -113,14 +114,9 @@ def _parser() -> argparse.ArgumentParser:
              '--config.study.sizes=5 (configs/scaling/base.py lists the study keys).')
   parser.add_argument('--config', required=True, help='scaling config, e.g. '
                       'configs/scaling/tiny_isoflop.py')
-  parser.add_argument('--workers', type=int, default=1,
-                      help='worker processes to start on this machine (default 1: this one)')
-  parser.add_argument('--storage', default=None, help='study store shared by all workers, e.g. '
-                      'postgresql+psycopg://user@host:5432/db (default: an SQLite file in the '
-                      'study directory)')
+  add_worker_arguments(parser, 'study.storage, else an SQLite file in the study directory',
+                       'summarize and fit')
   parser.add_argument('--dry_run', action='store_true', help='print the plan, train nothing')
-  parser.add_argument('--no_summary', action='store_true',
-                      help='do not summarize or fit at the end (extra workers)')
   return parser
 
 
@@ -130,8 +126,6 @@ def main(argv: list[str]) -> int:
   from train.config import load_config, split_overrides  # pylint: disable=import-outside-toplevel
   overrides, rest = split_overrides(argv)
   args = _parser().parse_args(rest)
-  if args.workers < 1:
-    raise UserError(f'--workers={args.workers} must be at least 1')
   run_config, study, runs, skipped = plan(load_config(args.config, overrides))
   print(format_plan(runs, skipped, run_config.scaling.flops_convention), flush=True)
   if args.dry_run:

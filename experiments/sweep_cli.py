@@ -40,20 +40,26 @@ def _parser() -> argparse.ArgumentParser:
              "--config.sweep.trials=8 --config.sweep.space.optim.lr='loguniform(1e-4, 1e-2)'.")
   parser.add_argument('--config', default=None, help='sweep config file, e.g. '
                       'configs/sweeps/lr_tiny.py')
-  parser.add_argument('--workers', type=int, default=1,
-                      help='worker processes to start on this machine (default 1: this one)')
-  parser.add_argument('--storage', default=None,
-                      help='study store shared by all workers, an SQLAlchemy URL such as '
-                           'postgresql+psycopg://user@host:5432/db (default: sweep.storage, '
-                           'else an SQLite file in the sweep directory)')
+  add_worker_arguments(parser, 'sweep.storage, else an SQLite file in the sweep directory',
+                       'write the summary')
   parser.add_argument('--summarize', default=None, metavar='DIR_or_URL',
                       help='write and print the summary of a sweep (its directory, or its '
                            'storage URL) and exit')
   parser.add_argument('--study', default=None,
                       help='with --summarize URL: the study, when the store holds several')
-  parser.add_argument('--no_summary', action='store_true',
-                      help='do not write the summary at the end (extra workers)')
   return parser
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser, default_store: str,
+                         end: str) -> None:
+  """--workers, --storage and --no_summary, shared by `sweep` and `scaling run`."""
+  parser.add_argument('--workers', type=int, default=1,
+                      help='worker processes to start on this machine (default 1: this one)')
+  parser.add_argument('--storage', default=None,
+                      help='study store shared by all workers, an SQLAlchemy URL such as '
+                           f'postgresql+psycopg://user@host:5432/db (default: {default_store})')
+  parser.add_argument('--no_summary', action='store_true',
+                      help=f'do not {end} at the end (extra workers)')
 
 
 def main(argv: list[str]) -> int:
@@ -65,8 +71,6 @@ def main(argv: list[str]) -> int:
   if not args.config:
     raise UserError('launch.py sweep: pass --config configs/sweeps/<sweep>.py, or --summarize '
                     'DIR_or_URL')
-  if args.workers < 1:
-    raise UserError(f'--workers={args.workers} must be at least 1')
   from train.config import load_config  # pylint: disable=import-outside-toplevel
   from experiments import sweep_study  # pylint: disable=import-outside-toplevel
   sweep = sweep_study.build_sweep(load_config(args.config, overrides), args.storage)
@@ -77,6 +81,8 @@ def run_sweep(sweep, argv: list[str], workers: int, no_summary: bool,
               verb: tuple[str, ...] = ('sweep',)) -> int:
   """Opens the study of a checked `sweep` and works on it: in this process, or in `workers`
   processes started as `launch.py VERB... argv`; then (process 0) writes the summary."""
+  if workers < 1:
+    raise UserError(f'--workers={workers} must be at least 1')
   from sharding.distributed import initialize  # pylint: disable=import-outside-toplevel
   initialize(sweep.run_config.distributed)  # a trial spanning several processes
   import jax  # pylint: disable=import-outside-toplevel
