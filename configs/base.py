@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   m.norm_eps = 1e-5
   m.position = 'rope'  # rope | learned
   m.rope_theta = 10000.0
+  m.rope_scaling_factor = 1.0  # Llama 3.x rope frequency scaling (models/rope.py); 1: none
+  m.rope_low_freq_factor = 1.0  # Llama 3.x: wavelengths over original_len / this are divided
+  m.rope_high_freq_factor = 4.0  # Llama 3.x: under original_len / this kept; smooth in between
+  m.rope_original_max_len = 8192  # Llama 3.x: the context length the model was pretrained at
   m.attention_query_chunk = 128  # causal attention in blocks of this many queries; 0: one block
   m.mlp = 'swiglu'  # swiglu | gelu
   m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
@@ -66,6 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.sample_tokens = 200  # generated at the end of the run (0: no sample)
   t.sample_prompt = 'def '
   t.sample_temperature = 0.8
+  t.init_from = ''  # fine-tune: start from a run directory or Hugging Face folder's weights
+  #                   (step 0, fresh optimizer; model.* and data.tokenizer come from it)
   t.max_consecutive_bad_steps = 10  # stop (exit 4) after this many updates in a row skipped for
   #                                   a non-finite loss or gradient (0: never stop)
 

@@ -80,6 +80,7 @@ def corpus_path(data_cfg) -> epath.Path:
     key['bpe_vocab_size'] = int(data_cfg.bpe_vocab_size)
   elif data_cfg.tokenizer != 'bytes':
     key['tokenizer_sha256'] = _file_sha256(as_path(data_cfg.tokenizer))
+    key['special_prefix'] = True  # texts start with the post-processor's BOS (tokenizers.py)
   fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
   return as_path(data_cfg.cache_dir) / f'{source_name(data_cfg.source)}-{fingerprint}'
 

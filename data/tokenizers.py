@@ -3,7 +3,8 @@
   ByteTokenizer  UTF-8 bytes, vocabulary 256, no document separator, no files.
   HFTokenizer    a Hugging Face `tokenizers.Tokenizer` (the BPE trained by `train_bpe`, or a
                  tokenizer.json the user brings); '<|endoftext|>' (or a usual EOS token)
-                 separates documents.
+                 separates documents; a BOS token its post-processor puts before a text (as
+                 Llama's does) starts every encoded text, as in transformers.
 
 `load_tokenizer(config.data.tokenizer, corpus_dir)` is how the rest of the code gets one;
 `data/prepare.py` trains the BPE on the training split and saves it next to the token shards.
@@ -61,13 +62,17 @@ class HFTokenizer:
     self.name = name
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     self.eot_id = _find_eot_id(tokenizer)
+    self.prefix_ids = _prefix_ids(tokenizer)
+    self.bos_id = int(self.prefix_ids[0]) if self.prefix_ids.size else None
 
   def encode(self, text: str) -> np.ndarray:
-    return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+    ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+    return np.concatenate([self.prefix_ids, np.asarray(ids, dtype=np.int32)])
 
   def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
     encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-    return [np.asarray(encoding.ids, dtype=np.int32) for encoding in encodings]
+    return [np.concatenate([self.prefix_ids, np.asarray(encoding.ids, dtype=np.int32)])
+            for encoding in encodings]
 
   def decode(self, ids: Iterable[int]) -> str:
     return self.tokenizer.decode(_as_id_array(ids).tolist(), skip_special_tokens=False)
@@ -137,6 +142,18 @@ def _find_eot_id(tokenizer) -> int | None:
     if token_id is not None:
       return token_id
   return None
+
+
+def _prefix_ids(tokenizer) -> np.ndarray:
+  """The special tokens the tokenizer's post-processor puts before a text (Llama's BOS), as
+  transformers adds them; the ones after it (an EOS) are left out: documents are separated by
+  the end-of-text token anyway."""
+  plain = tokenizer.encode('a', add_special_tokens=False).ids
+  full = tokenizer.encode('a', add_special_tokens=True).ids
+  for start in range(len(full) - len(plain) + 1):
+    if full[start:start + len(plain)] == plain:
+      return np.asarray(full[:start], dtype=np.int32)
+  return np.zeros((0,), np.int32)
 
 
 def _name_from_path(path, tokenizer) -> str:

@@ -21,6 +21,7 @@ from einops import rearrange
 
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
+from models.rope import scaling_of
 
 
 class DecodeSlots(NamedTuple):
@@ -55,8 +56,8 @@ class CausalSelfAttention(nn.Module):
         q_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
     if cfg.position == 'rope':
       positions_BxL = None if slots is None else slots.positions(x_BxLxD.shape[1])
-      q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta, positions_BxL)
-      k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta, positions_BxL)
+      q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta, positions_BxL, scaling_of(cfg))
+      k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta, positions_BxL, scaling_of(cfg))
 
     # Query head h = k * G + g shares key/value head k.
     q_BxLxKxGxDh = rearrange(q_BxLxHxDh, 'b l (k g) d -> b l k g d', k=n_kv, g=groups)

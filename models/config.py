@@ -35,6 +35,10 @@ class TransformerConfig:
   norm_eps: float = 1e-5
   position: str = 'rope'
   rope_theta: float = 10000.0
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
   attention_query_chunk: int = 128
   mlp: str = 'swiglu'
   use_bias: bool = False
@@ -103,6 +107,12 @@ def problems(values) -> list[str]:
                'change one or set model.head_dim')
   if cfg.position == 'rope' and (cfg.head_dim or cfg.d_model // max(cfg.n_heads, 1)) % 2:
     out.append('rotary positions need an even head dimension; change model.head_dim')
+  if cfg.rope_scaling_factor != 1.0 and not (
+      cfg.rope_scaling_factor > 0 and 0 < cfg.rope_low_freq_factor < cfg.rope_high_freq_factor
+      and cfg.rope_original_max_len > 0):
+    out.append('Llama 3 rope scaling needs model.rope_scaling_factor > 0, 0 < '
+               'model.rope_low_freq_factor < model.rope_high_freq_factor and a positive '
+               'model.rope_original_max_len')
   if cfg.attention_query_chunk < 0:
     out.append(f'model.attention_query_chunk={cfg.attention_query_chunk} must be >= 0 '
                '(0: no blocking)')

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.config import TransformerConfig
+from models.rope import RopeScaling, inverse_frequencies
 
 Axes = tuple[str | None, ...]
 
@@ -93,13 +94,14 @@ class Mlp(nn.Module):
     return DenseGeneral(cfg, f, d, ('mlp', 'embed'), out_scale, name='down')(h_BxLxF)
 
 
-def rotary(x_BxLxNxDh: jax.Array, theta: float,
-           positions_BxL: jax.Array | None = None) -> jax.Array:
+def rotary(x_BxLxNxDh: jax.Array, theta: float, positions_BxL: jax.Array | None = None,
+           scaling: RopeScaling | None = None) -> jax.Array:
   """Applies rotary position embeddings (rotate-half form) for positions 0..L-1, or for the
-  given per-row positions (decoding with a KV cache, where a row's tokens start at an offset)."""
+  given per-row positions (decoding with a KV cache, where a row's tokens start at an offset);
+  `scaling`: Llama 3.x's frequency scaling (models/rope.py)."""
   length, head_dim = x_BxLxNxDh.shape[1], x_BxLxNxDh.shape[-1]
   half = head_dim // 2
-  inv_freq = theta ** (-np.arange(half, dtype=np.float32) / half)
+  inv_freq = inverse_frequencies(head_dim, theta, scaling)
   if positions_BxL is None:
     angles_LxHalf = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
     sin = jnp.asarray(np.sin(angles_LxHalf))[None, :, None, :]

@@ -37,6 +37,7 @@ from train.decisions import (EARLY, PREEMPTED, PRUNED, EarlyStopping, decide, pl
 from train.evaluation import LN2, bits_per_byte, evaluate, sample_text
 from train.experiment import Experiment, build_experiment
 from train.hardware import PeakFlops
+from train.init_from import apply_init_from, start_from_source
 from train.metrics import MetricsWriter, read_metrics
 from train.plots import plot_losses
 from train.preemption import Preemption
@@ -141,6 +142,8 @@ def _start_state(exp: Experiment, manager) -> tuple:
     message = f'resumed from checkpoint step {step} in {manager.directory}'
   if message and jax.process_index() == 0:
     print(message, file=sys.stderr, flush=True)
+  if state is None and exp.config.train.init_from:
+    return start_from_source(exp, exp.init_state()), 0, {}
   if state is None:
     return exp.init_state(), 0, {}
   return state, step, checkpoint.read_meta(manager, step).get('loop', {})
@@ -192,6 +195,7 @@ def train(config, run_dir: epath.Path, progress_enabled: bool = True,
   `on_evaluation(step, validation_loss)` returning True after a periodic evaluation (after
   saving; it must give the same answer on every process).
   """
+  config = apply_init_from(config)  # fine-tuning: the model and tokenizer of train.init_from
   exp = build_experiment(config, progress=progress_enabled)  # input mistakes first
   if jax.process_index() == 0:
     for note in exp.notes:  # where the rule set fell back (a dim that does not divide)
