@@ -290,7 +290,9 @@ def read_config(folder) -> dict:
 def parameter_shapes(cfg: TransformerConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
   """Every parameter path of the (unscanned) model and its shape, computing nothing."""
   boxed = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), 1))
-  leaves = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(boxed))[0]
+  values = jax.tree.map(lambda x: x.value, boxed,  # not nn.meta.unbox: no mesh constraints
+                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+  leaves = jax.tree_util.tree_flatten_with_path(values)[0]
   return {tuple(p.key for p in path): tuple(leaf.shape) for path, leaf in leaves}
 
 

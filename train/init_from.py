@@ -58,11 +58,12 @@ def source_settings(source) -> tuple[dict, str]:
     from train.run_dir import load_run_config  # pylint: disable=import-outside-toplevel
     config = load_run_config(source)
     return dict(config.model), tokenizer_of_run(config)
+  settings = model_settings(read_config(source))
   tokenizer = source / 'tokenizer.json'
   if not tokenizer.is_file():
     raise UserError(f'{source} has no tokenizer.json; save the tokenizer with the model '
                     '(tokenizer.save_pretrained) or convert a folder that has one')
-  return model_settings(read_config(source)), str(tokenizer.absolute())
+  return settings, str(tokenizer.absolute())
 
 
 def with_source_model(config, settings: dict, tokenizer: str):
@@ -139,4 +140,6 @@ def start_from_source(exp, state):
   if jax.process_index() == 0:
     print(f'initialised from {source} (step 0, fresh optimizer state)', file=sys.stderr,
           flush=True)
-  return state.replace(params=jax.device_put(loaded, exp.state_shardings.params))
+  placed = jax.tree.map(lambda value, sharding: jax.make_array_from_callback(
+      value.shape, sharding, lambda index: value[index]), loaded, exp.state_shardings.params)
+  return state.replace(params=placed)
