@@ -8,8 +8,9 @@ S slots (P + the new tokens, rounded up to a power of two, at most the model's m
 ends at `n_new` tokens or when every row has produced end-of-text), compiled once per
 (batch, P, S, top_k): the number of new tokens, temperature, top-p and seed are traced values.
 
-Used by `launch.py sample` (tools/trained_run.py); models/sampling.py is the older uncached
-sampler (kept for the end-of-run sample and as the reference the tests compare against).
+Used by `launch.py sample` (tools/trained_run.py) and the end-of-run sample
+(train/evaluation.py); models/sampling.py is the older uncached sampler, kept as the reference
+the tests and benchmarks/sampling.py compare against.
 """
 
 import functools

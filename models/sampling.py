@@ -1,7 +1,8 @@
 """Text generation from a trained model: temperature sampling over a sliding context window.
 
-It lives next to the model because it is inference on it alone (parameters in, token ids out),
-used by the end-of-run sample (train/evaluation.py) and `launch.py sample` (tools/trained_run.py).
+It lives next to the model because it is inference on it alone (parameters in, token ids out).
+The KV-cache decoder (models/decoding.py) has replaced it everywhere; it stays as the simple
+reference that tests/test_decoding.py and benchmarks/sampling.py compare that decoder against.
 
 The whole generation is one jitted `lax.fori_loop`: at each position the model reads the last
 `window` tokens (fixed shape, so it compiles once) and the next token is drawn from the logits

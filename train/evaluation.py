@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.sampling import generate
+from models.decoding import generate_batch
 
 LN2 = math.log(2.0)
 
@@ -61,8 +61,10 @@ def stream_loss(model, params, tokens: np.ndarray, seq_len: int, batch_rows: int
 
 
 def sample_text(exp, params, prompt: str, n_tokens: int, temperature: float, seed: int) -> str:
-  """`prompt` continued by `n_tokens` tokens sampled from the model of `exp`."""
+  """`prompt` continued by up to `n_tokens` tokens (fewer if the model's context is shorter, or
+  at end-of-text) sampled from the model of `exp` with the KV-cache decoder."""
   tokenizer = exp.corpus.tokenizer
-  ids = generate(params, exp.model, tokenizer.encode(prompt), n_tokens, temperature, seed,
-                 window=exp.config.data.seq_len)
-  return tokenizer.decode(ids)
+  n_new = min(n_tokens, exp.model_cfg.max_len - 1)
+  [new_ids] = generate_batch(params, exp.model, [tokenizer.encode(prompt)], n_new, temperature,
+                             seed=seed, eot_id=tokenizer.eot_id)
+  return prompt + tokenizer.decode(new_ids)
