@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from errors import UserError
-from models.hf_checkpoint import model_settings
+from models.hf_config import model_settings
 
 CORPUS = ''.join(f'def function_{i}(x):\n    return x * {i} + {i % 7}  # line {i}\n'
                  for i in range(400))

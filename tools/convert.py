@@ -22,7 +22,7 @@ import numpy as np
 
 from data.tokenizers import HFTokenizer, load_tokenizer
 from errors import UserError
-from models import hf_checkpoint
+from models import hf_checkpoint, hf_config
 from models.hf_safetensors import SINGLE_FILE, write_index, write_tensors
 from storage import as_path
 from train import checkpoint
@@ -89,7 +89,7 @@ def to_run_dir(folder, run_dir, seq_len: int | None = None, data: str | None = N
   checkpoint.save(manager, state, checkpoint.make_meta(config, 0, {}))
   manager.close()
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  print(f'{folder} -> {run_dir}: {hf_checkpoint.family_of(hf_checkpoint.read_config(folder))} '
+  print(f'{folder} -> {run_dir}: {hf_config.family_of(hf_config.read_config(folder))} '
         f'model, {n_params:,} parameters, step-0 checkpoint, data.seq_len '
         f'{config.data.seq_len}')
 
@@ -103,7 +103,7 @@ def to_hf_folder(run_dir, folder, step: int | None = None, dtype: str = 'float32
   validate(config)
   exp = build_experiment(config, with_data=False, progress=False)
   cfg = exp.model_cfg
-  family = hf_checkpoint.family_of_model(cfg)
+  family = hf_config.family_of_model(cfg)
   tokenizer = load_tokenizer(tokenizer_of_run(config))
   with exp.mesh_context():
     if step is None:
@@ -126,7 +126,7 @@ def to_hf_folder(run_dir, folder, step: int | None = None, dtype: str = 'float32
              for i in range(cfg.n_layers))
   n_shards = _write_shards(folder, groups, max_shard_mb * 2**20)
   bos_id = getattr(tokenizer, 'bos_id', None)
-  hf = hf_checkpoint.hf_config(cfg, bos_id, tokenizer.eot_id)
+  hf = hf_config.hf_config(cfg, bos_id, tokenizer.eot_id)
   hf['torch_dtype'] = dtype
   (folder / 'config.json').write_text(json.dumps(hf, indent=2) + '\n')
   _write_tokenizer(tokenizer, folder)

@@ -20,7 +20,8 @@ import numpy as np
 from data.prepare import corpus_path
 from errors import UserError
 from models.config import TransformerConfig
-from models.hf_checkpoint import load_folder_params, model_settings, read_config
+from models.hf_checkpoint import load_folder_params
+from models.hf_config import model_settings, read_config
 from storage import as_path
 
 COMPUTE_ONLY = ('dtype', 'param_dtype', 'scan_layers', 'remat', 'attention_query_chunk',
