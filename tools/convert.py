@@ -6,10 +6,11 @@ tokenizer.json), `tokenizer.json` and a step-0 checkpoint in train/checkpoint.py
 weights and a fresh optimizer state), so `eval`, `sample` and `train` (which resumes from it)
 work on it. The weights are read one memory-mapped tensor at a time (models/hf_checkpoint.py).
 
-run -> Hugging Face: `to_hf_folder(run_dir, folder)` writes `config.json`, the weights as
-`model.safetensors` (or shards of at most `max_shard_mb` with model.safetensors.index.json,
-written one at a time from the restored parameters), `tokenizer.json` and a
-`tokenizer_config.json` naming its BOS / EOS tokens, which `transformers` loads.
+run -> Hugging Face: `to_hf_folder(run_dir, folder)` restores the parameters of the newest
+checkpoint (or of `step`) without the optimizer state and writes `config.json`, the weights as
+`model.safetensors` (or shards of at most `max_shard_mb`, made and written one at a time, with
+model.safetensors.index.json), `tokenizer.json` and a `tokenizer_config.json` naming its
+BOS / EOS tokens, which `transformers` loads.
 """
 
 import json
@@ -27,7 +28,8 @@ from models.hf_safetensors import SINGLE_FILE, write_index, write_tensors
 from storage import as_path
 from train import checkpoint
 from train.experiment import build_experiment
-from train.init_from import is_run_dir, source_settings, tokenizer_of_run, unscanned
+from train.init_from import (is_run_dir, restore_params, source_settings, tokenizer_of_run,
+                             unscanned)
 from train.config import validate
 from train.run_dir import load_run_config, write_run_config
 from train.state import TrainState
@@ -106,16 +108,7 @@ def to_hf_folder(run_dir, folder, step: int | None = None, dtype: str = 'float32
   family = hf_config.family_of_model(cfg)
   tokenizer = load_tokenizer(tokenizer_of_run(config))
   with exp.mesh_context():
-    if step is None:
-      state, step, _ = checkpoint.restore_latest(checkpoint.checkpoint_dir(run_dir),
-                                                 exp.abstract_state)
-      if state is None:
-        raise UserError(f'{run_dir} has no checkpoint; train it first')
-    else:
-      state = checkpoint.restore_step(checkpoint.checkpoint_dir(run_dir), step,
-                                      exp.abstract_state)
-  params = state.params
-  del state  # the optimizer state is not exported
+    params, step = restore_params(run_dir, exp.abstract_state.params, step)
   params = unscanned(params, cfg.n_layers) if cfg.scan_layers else params
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)

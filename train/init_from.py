@@ -92,17 +92,48 @@ def source_params(source, model_cfg: TransformerConfig) -> dict:
   """The source's parameters as nested dicts of numpy arrays, unscanned."""
   if not is_run_dir(source):
     return load_folder_params(source, model_cfg)
-  from train import checkpoint  # pylint: disable=import-outside-toplevel
   from train.experiment import build_experiment  # pylint: disable=import-outside-toplevel
   from train.run_dir import load_run_config  # pylint: disable=import-outside-toplevel
   exp = build_experiment(load_run_config(source), with_data=False, progress=False)
   with exp.mesh_context():
-    state, _, _ = checkpoint.restore_latest(checkpoint.checkpoint_dir(source),
-                                            exp.abstract_state)
-  if state is None:
-    raise UserError(f'{source} has no checkpoint to start from; train it or convert into it')
-  params = jax.tree.map(np.asarray, state.params)
+    params, _ = restore_params(source, exp.abstract_state.params)
+  params = jax.tree.map(np.asarray, params)
   return unscanned(params, exp.model_cfg.n_layers) if exp.model_cfg.scan_layers else params
+
+
+def restore_params(run_dir, abstract_params, step: int | None = None):
+  """(the parameters of the run's newest checkpoint or of `step`, that step), reading none of
+  the optimizer state (orbax partial restore): a third of the memory of the whole state."""
+  import logging  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from train.checkpoint import checkpoint_dir  # pylint: disable=import-outside-toplevel
+  directory = checkpoint_dir(run_dir)
+  if not directory.is_dir():
+    raise UserError(f'{run_dir} has no checkpoint; train it or convert into it')
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # read_only is worth no warning
+  try:
+    manager = ocp.CheckpointManager(
+        directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={'state': ocp.PyTreeCheckpointHandler()})
+  finally:
+    absl_logger.setLevel(level)
+  steps = sorted(manager.all_steps())
+  step = steps[-1] if step is None and steps else step
+  if step not in steps:
+    raise UserError(f'{directory} has no checkpoint of step {step}; it has '
+                    f'{", ".join(map(str, steps)) or "none"}')
+  item = {'params': abstract_params}
+  restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(
+      sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), item)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True)))
+  except Exception as e:  # pylint: disable=broad-except  # a damaged or foreign checkpoint
+    raise UserError(f'checkpoint step {step} in {directory} does not restore '
+                    f'({" ".join(str(e).split())[:160]}); pick another --step') from None
+  return restored['state']['params'], step
 
 
 def unscanned(params: dict, n_layers: int) -> dict:
