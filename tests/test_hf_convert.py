@@ -99,7 +99,7 @@ def converted(tmp_path_factory):
     tokenizer = tokenizers[family]
     model = _hf_model(transformers, family, tokenizer.get_vocab_size(), keywords)
     hf, run, back = root / name, root / f'{name}_run', root / f'{name}_back'
-    model.save_pretrained(hf)
+    model.save_pretrained(hf, max_shard_size='20KB' if family == 'gpt2' else '5GB')
     tokenizer.save(str(hf / 'tokenizer.json'))
     with contextlib.redirect_stdout(io.StringIO()):
       convert(str(hf), str(run), data=str(corpus), seq_len=32)
@@ -125,9 +125,10 @@ def test_logits_match_transformers_both_ways(converted, case):
   written = json.loads((result['back'] / 'config.json').read_text())
   assert model_settings(written) == model_settings(
       json.loads((result['hf'] / 'config.json').read_text()))
-  if family == 'gpt2':  # max_shard_mb=0: one file per layer group, with an index
-    index = json.loads((result['back'] / 'model.safetensors.index.json').read_text())
-    assert len(set(index['weight_map'].values())) == 3
+  if family == 'gpt2':  # read from transformers' shards, written as ours (max_shard_mb=0:
+    for folder in (result['hf'], result['back']):  # one file per layer or group)
+      index = json.loads((folder / 'model.safetensors.index.json').read_text())
+      assert len(set(index['weight_map'].values())) >= 3
 
 
 def test_tokenizer_and_eval_match_transformers(converted, monkeypatch, capsys):
@@ -231,6 +232,29 @@ def test_convert_command_errors_exit_2(tmp_path, capsys):
   (tmp_path / 'hf' / 'config.json').write_text(json.dumps({'architectures': ['BertModel']}))
   assert launch.main(['convert', str(tmp_path / 'hf'), str(tmp_path / 'out')]) == 2
   assert 'cannot convert BertModel' in capsys.readouterr().err
+
+
+def test_safetensors_files_round_trip(tmp_path):
+  """Our numpy writer and reader against each other and, where installed, the safetensors
+  library (float32, bfloat16, float16, int64)."""
+  import ml_dtypes
+  from models.hf_safetensors import read_tensors, write_tensors
+  rng = np.random.default_rng(0)
+  tensors = {'a.weight': rng.standard_normal((3, 5)).astype(np.float32),
+             'b': rng.standard_normal((7,)).astype(ml_dtypes.bfloat16),
+             'c': rng.standard_normal((2, 2, 2)).astype(np.float16),
+             'd': np.arange(5, dtype=np.int64)}
+  write_tensors(tmp_path / 'x.safetensors', tensors.items())
+  read = dict(read_tensors(tmp_path / 'x.safetensors'))
+  for name, value in tensors.items():
+    assert read[name].dtype == value.dtype
+    np.testing.assert_array_equal(read[name], value)
+  safetensors_numpy = pytest.importorskip('safetensors.numpy')
+  theirs = safetensors_numpy.load_file(str(tmp_path / 'x.safetensors'))
+  np.testing.assert_array_equal(theirs['a.weight'], tensors['a.weight'])
+  safetensors_numpy.save_file({'e': tensors['c']}, str(tmp_path / 'y.safetensors'))
+  np.testing.assert_array_equal(dict(read_tensors(tmp_path / 'y.safetensors'))['e'],
+                                tensors['c'])
 
 
 def test_byte_tokenizer_json_gives_the_byte_ids():
