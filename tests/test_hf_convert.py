@@ -114,6 +114,7 @@ def converted(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow  # the module's fixture builds and converts every model once
 @pytest.mark.parametrize('case', list(CASES))
 def test_logits_match_transformers_both_ways(converted, case):
   result = converted[case]
@@ -131,6 +132,7 @@ def test_logits_match_transformers_both_ways(converted, case):
       assert len(set(index['weight_map'].values())) >= 3
 
 
+@pytest.mark.slow
 def test_tokenizer_and_eval_match_transformers(converted, monkeypatch, capsys):
   import torch
   import transformers
@@ -158,6 +160,7 @@ def test_tokenizer_and_eval_match_transformers(converted, monkeypatch, capsys):
   assert abs(result['loss'] - expected) < 1e-4
 
 
+@pytest.mark.slow
 def test_fine_tune_starts_at_the_converted_loss_and_falls(converted, tmp_path, monkeypatch):
   """train.init_from=<HF folder>: step 0, the model and tokenizer of the folder; the first
   step's loss is transformers' loss of the converted model on that batch, and it falls."""
