@@ -159,6 +159,12 @@ def test_tokenizer_and_eval_match_transformers(converted, monkeypatch, capsys):
   assert result['tokens'] == 31 and result['step'] == 0
   assert abs(result['loss'] - expected) < 1e-4
 
+  from train.config import load_config  # configs/run.py:RUN gives the converted run's config
+  config = load_config(f"{_repo() / 'configs' / 'run.py'}:{case['run']}")
+  stored = json.loads((case['run'] / 'config.json').read_text())
+  assert config.model.to_dict() == stored['model'] and config.data.source == str(
+      converted['corpus'])
+
 
 @pytest.mark.slow
 def test_fine_tune_starts_at_the_converted_loss_and_falls(converted, tmp_path, monkeypatch):
