@@ -5,7 +5,8 @@ requests into shared decode steps (inference/batcher.py).
   GET  /stats           requests and batches served, by batch size
   POST /v1/completions  {"prompt": str, "max_tokens": int, "temperature": float, "top_k": int,
                          "top_p": float, "seed": int} (all but prompt optional; defaults as
-                         `launch.py sample`, temperature 0) -> {"completion": str,
+                         `launch.py sample`, temperature 0, max_tokens 200 or the context
+                         minus one if shorter) -> {"completion": str,
                          "batch_size": int}   (language models)
   POST /v1/classify     {"text": str} -> {"label": ..., ..., "batch_size": int}  (classifiers)
 
@@ -30,6 +31,8 @@ COMPLETION_FIELDS = {'prompt': str, 'max_tokens': int, 'temperature': (int, floa
                      'top_k': int, 'top_p': (int, float), 'seed': int}
 CLASSIFY_FIELDS = {'text': str}
 DEFAULT_MAX_TOKENS = 200
+BATCHER = web.AppKey('batcher', Batcher)
+WORKER = web.AppKey('worker', asyncio.Task)
 
 
 class BadRequest(Exception):
@@ -63,7 +66,7 @@ def make_app(engine, max_batch: int = 16, wait_ms: float = 5.0) -> web.Applicati
   """The aiohttp application serving `engine` (inference/engine.py)."""
   app = web.Application(client_max_size=1 << 20)
   batcher = Batcher(engine, max_batch, wait_ms)
-  app['batcher'] = batcher
+  app[BATCHER] = batcher
 
   async def health(_):
     return web.json_response({'status': 'ok', **engine.describe()})
@@ -77,7 +80,7 @@ def make_app(engine, max_batch: int = 16, wait_ms: float = 5.0) -> web.Applicati
     try:
       body = await _json_body(request, COMPLETION_FIELDS, 'prompt')
       options = SamplingOptions(
-          max_tokens=body.get('max_tokens', DEFAULT_MAX_TOKENS),
+          max_tokens=body.get('max_tokens', min(DEFAULT_MAX_TOKENS, engine.context_len - 1)),
           temperature=float(body.get('temperature', 0.0)), top_k=body.get('top_k', 0),
           top_p=float(body.get('top_p', 1.0)), seed=body.get('seed', 0))
       problems = options.problems(engine.context_len)
@@ -117,10 +120,10 @@ def make_app(engine, max_batch: int = 16, wait_ms: float = 5.0) -> web.Applicati
   app.router.add_post('/v1/classify', classify)
 
   async def start_worker(app):
-    app['worker'] = asyncio.create_task(batcher.run())
+    app[WORKER] = asyncio.create_task(batcher.run())
 
   async def stop_worker(app):  # after the requests in flight are answered
-    app['worker'].cancel()
+    app[WORKER].cancel()
     batcher.close()
 
   app.on_startup.append(start_worker)
