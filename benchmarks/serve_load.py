@@ -5,9 +5,11 @@
 Starts the server on a free port (or uses --url), warms up every batch bucket, then runs:
 - one at a time: one client sends --sequential requests, each after the last one's answer;
 - concurrent: --clients clients each send requests back to back until --requests are answered.
+The two phases alternate --repeats times and the faster run of each is reported.
 Every request is a greedy completion of --max_tokens tokens after a prompt drawn from a fixed
-list. Reports requests/s and new tokens/s of each phase, latency p50/p90/p99, and the batch
-sizes the server decoded (its /stats), as text and with --json as one JSON object.
+list (21 to 30 bytes: one prompt-length bucket). Reports requests/s and new tokens/s of each
+phase, latency p50/p90/p99, and the batch sizes the server decoded (its /stats), as text and
+with --json as one JSON object.
 """
 
 import argparse
@@ -21,8 +23,9 @@ import aiohttp
 import numpy as np
 import portpicker
 
-PROMPTS = ['def ', 'import os\n', 'class Base:\n    def __init__(self', 'return ', '    if x is None:',
-           'for i in range(', '"""Return the ', 'with open(path) as f:\n']
+PROMPTS = ['def read_config(path):\n', 'import os\nimport sys\n', 'class Base:\n    def __init__(s',
+           '        return self._value', '    if x is None:\n        ', 'for i in range(len(items)):',
+           '"""Return the first item', 'with open(path) as f:\n    ']  # 21 to 30 bytes
 
 
 async def one(session, url, index, max_tokens) -> float:
@@ -79,10 +82,15 @@ async def run(args, url, process) -> dict:
   for size in (1, 2, 4, 8, 16, 32):  # compile every batch bucket the concurrent phase can reach
     if size <= max(args.clients, 1) * 2:
       await phase(url, size, size, args.max_tokens)
-  sequential = await phase(url, 1, args.sequential, args.max_tokens)
-  before = await stats(url)
-  concurrent = await phase(url, args.clients, args.requests, args.max_tokens)
-  after = await stats(url)
+  sequential, concurrent = None, None
+  for _ in range(args.repeats):  # alternate the phases; keep the faster run of each
+    trial = await phase(url, 1, args.sequential, args.max_tokens)
+    if sequential is None or trial['requests_per_s'] > sequential['requests_per_s']:
+      sequential = trial
+    counts_before = await stats(url)
+    trial = await phase(url, args.clients, args.requests, args.max_tokens)
+    if concurrent is None or trial['requests_per_s'] > concurrent['requests_per_s']:
+      concurrent, before, after = trial, counts_before, await stats(url)
   sizes = {k: v - before['batch_sizes'].get(k, 0) for k, v in after['batch_sizes'].items()
            if v - before['batch_sizes'].get(k, 0)}
   concurrent['batches'] = after['batches'] - before['batches']
@@ -102,6 +110,8 @@ def main() -> None:
   parser.add_argument('--max_tokens', type=int, default=32, help='new tokens per request')
   parser.add_argument('--max_batch', type=int, default=16, help="the server's --max_batch")
   parser.add_argument('--wait_ms', type=float, default=5.0, help="the server's --wait_ms")
+  parser.add_argument('--repeats', type=int, default=3, help='alternating runs of the two '
+                      'phases; the faster of each is reported (the machine may be shared)')
   parser.add_argument('--json', action='store_true', help='print one JSON object')
   args = parser.parse_args()
   process, url = None, args.url

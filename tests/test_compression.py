@@ -113,6 +113,7 @@ def test_schedule_against_the_zhu_gupta_formula():
       [0.0, 0.8, 0.8])
 
 
+@pytest.mark.slow
 def test_gradual_pruning_during_training_keeps_pruned_weights_at_zero():
   cfg, params = tiny_params()
   config = get_config()
@@ -144,6 +145,7 @@ def run_json(capsys, *argv) -> dict:
   return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_cli_prune_and_int8_on_a_trained_run(shared_trained_run, tmp_path, capsys):
   run_dir = str(shared_trained_run)
   base = run_json(capsys, 'eval', '--run_dir', run_dir, '--json')

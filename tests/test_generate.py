@@ -30,6 +30,7 @@ def read(path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_generate_batches_and_resumes(shared_trained_run, tmp_path, capsys, monkeypatch):
   source = write_prompts(tmp_path)
   for temperature in ('0', '1.0'):

@@ -59,6 +59,7 @@ def server(shared_trained_run):
     process.wait()
 
 
+@pytest.mark.slow
 def test_health_and_a_completion_equal_to_sample(server, shared_trained_run, capsys):
   url, _ = server
   status, health = call(url + '/health')
@@ -96,6 +97,7 @@ def test_malformed_requests_get_400_and_the_server_stays_up(server):
   assert call(completions, {'prompt': 'a', 'max_tokens': 2})[0] == 200
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_one_batch(server):
   url, _ = server
   before = call(url + '/stats')[1]
