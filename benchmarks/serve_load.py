@@ -24,7 +24,8 @@ import numpy as np
 import portpicker
 
 PROMPTS = ['def read_config(path):\n', 'import os\nimport sys\n', 'class Base:\n    def __init__(s',
-           '        return self._value', '    if x is None:\n        ', 'for i in range(len(items)):',
+           '        return self._value', '    if x is None:\n        ',
+           'for i in range(len(items)):',
            '"""Return the first item', 'with open(path) as f:\n    ']  # 21 to 30 bytes
 
 

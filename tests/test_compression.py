@@ -86,7 +86,8 @@ def test_pruning_reaches_the_sparsity_exactly_even_with_ties():
   assert {round(float(x), 3) for x in np.abs(np.asarray(w[pruned == 0]))} == {0.0, 0.1}
   _, params = tiny_params(scan_layers=True)
   pruned = jax.jit(prune_params)(params, 0.7)
-  for w in (pruned['layers']['attn']['query']['kernel'][1], pruned['layers']['mlp']['up']['kernel'][0]):
+  layers = pruned['layers']
+  for w in (layers['attn']['query']['kernel'][1], layers['mlp']['up']['kernel'][0]):
     assert int(jnp.sum(w == 0)) == round(0.7 * w.size)  # each layer's slice on its own
   np.testing.assert_array_equal(pruned['embedding'], params['embedding'])  # kept dense
   assert sparsity_of(pruned) == pytest.approx(0.7, abs=1e-3)
