@@ -92,12 +92,21 @@ def get_config() -> ml_collections.ConfigDict:
   o.momentum = 0.9  # for momentum / nesterov
   o.weight_decay = 0.1  # decoupled and lr-scaled, for every optimizer but adam
   o.decay_norms_and_biases = False  # weight decay on 1-D params (norm scales, biases)
+  o.l1 = 0.0  # L1 penalty l1 * sum|w| added to the loss, on the weight-decayed params
+  o.l2 = 0.0  # L2 penalty l2 * sum w^2 added to the loss, on the weight-decayed params
   o.clip_norm = 1.0  # clip gradients by global norm (0: off)
   o.schedule = 'cosine'  # constant | cosine | linear | rsqrt | wsd
   o.warmup_steps = 100
   o.decay_steps = 0  # 0: train.steps
   o.min_lr_ratio = 0.1  # final lr = min_lr_ratio * lr (cosine, linear, wsd)
   o.wsd_decay_fraction = 0.2  # wsd: share of steps spent in the final decay
+
+  # --- magnitude pruning during training (train/pruning.py; Zhu & Gupta 2017 cubic schedule) ---
+  p = c.prune = ml_collections.ConfigDict()
+  p.sparsity = 0.0  # final fraction of zeros in every projection matrix (0: no pruning)
+  p.start_step = 0  # first pruning point (an update count)
+  p.end_step = 0  # where the sparsity reaches prune.sparsity (0: train.steps)
+  p.every = 100  # steps between pruning points; pruned weights stay zero in between
 
   # --- device mesh (sharding/mesh.py); -1 means "the rest of the devices" ---
   c.mesh = ml_collections.ConfigDict()

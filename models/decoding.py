@@ -22,6 +22,7 @@ import numpy as np
 from errors import UserError
 from models.attention import DecodeSlots
 from models.layers import dtype_of
+from models.quantize import dequantize_params
 from models.transformer import Transformer
 
 NEG = jnp.finfo(jnp.float32).min
@@ -66,6 +67,7 @@ def empty_cache(model: Transformer, batch: int, length: int):
 def _decode(params, prompt_BxP, start_B, n_new, rng, temperature, top_p, eot_id, *,
             model: Transformer, cache_len: int, top_k: int):
   batch, prompt_len = prompt_BxP.shape
+  params = dequantize_params(params)  # int8 params (models/quantize.py); float ones unchanged
   apply = functools.partial(model.apply, {'params': params})
   logits_BxPxV, cache = apply(prompt_BxP, cache=empty_cache(model, batch, cache_len),
                               slots=DecodeSlots(jnp.int32(0), start_B))

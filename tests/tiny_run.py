@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CORPUS = ''.join(f'def function_{i}(x):\n    return x * {i} + {i % 7}\n\n' for i in range(300))
@@ -74,3 +76,21 @@ def train_losses(run_dir: Path) -> dict[int, float]:
   steps = [r['step'] for r in records]
   assert len(steps) == len(set(steps)), 'a step is logged twice'
   return {r['step']: r['loss'] for r in records}
+
+
+_SHARED_RUNS = {}  # one per session: an imported fixture is set up once per importing module
+
+
+@pytest.fixture(scope='session')
+def shared_trained_run(tmp_path_factory) -> Path:
+  """One tiny run trained once per test session (20 steps, checkpoints at 10 and 20) for the
+  tests that only read a trained run (compression, generate, serve): import this fixture."""
+  import launch  # pylint: disable=import-outside-toplevel
+  if 'run' in _SHARED_RUNS:
+    return _SHARED_RUNS['run']
+  tmp_path = tmp_path_factory.mktemp('shared_trained')
+  write_corpus(tmp_path)
+  run_dir = tmp_path / 'run'
+  assert launch.main(['train'] + tiny_flags(tmp_path, run_dir, train__steps=20)) == 0
+  _SHARED_RUNS['run'] = run_dir
+  return run_dir

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.decoding import generate_batch
+from models.quantize import dequantize_params
 
 LN2 = math.log(2.0)
 
@@ -31,7 +32,7 @@ def evaluate(exp, params) -> float:
 @functools.partial(jax.jit, static_argnames=('model',))
 def _summed_loss(params, tokens_BxLp1, weights_BxL, *, model):
   """(sum of the weighted next-token losses in nats, sum of the weights) of one batch."""
-  logits_BxLxV = model.apply({'params': params}, tokens_BxLp1[:, :-1])
+  logits_BxLxV = model.apply({'params': dequantize_params(params)}, tokens_BxLp1[:, :-1])
   log_probs_BxLxV = jax.nn.log_softmax(logits_BxLxV, axis=-1)
   target_BxL = jnp.take_along_axis(log_probs_BxLxV, tokens_BxLp1[:, 1:, None], axis=-1)[..., 0]
   return -jnp.sum(target_BxL * weights_BxL), jnp.sum(weights_BxL)

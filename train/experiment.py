@@ -35,7 +35,8 @@ from models.config import TransformerConfig
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
 from sharding.rules import Rules, batch_axes, rules_for
-from train.optim import make_optimizer
+from train.optim import make_optimizer, make_penalty
+from train.pruning import make_prune_fn
 from train.schedules import make_schedule
 from train.state import TrainState, make_init_fn, state_shardings
 from train.step import eval_step, train_step
@@ -176,7 +177,9 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   batch = batch_sharding(mesh, rules)
   jitted_train_step = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        accum_steps=config.train.grad_accum_steps),
+                        accum_steps=config.train.grad_accum_steps,
+                        penalty=make_penalty(config.optim),
+                        prune=make_prune_fn(config.prune, steps) if 'prune' in config else None),
       in_shardings=(shardings, batch), out_shardings=(shardings, None),
       donate_argnums=(0,))
   jitted_eval_step = jax.jit(functools.partial(eval_step, model=model),

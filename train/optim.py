@@ -28,12 +28,19 @@ neither list is an error, so a new kind of parameter must be placed in one. `ada
 `weight_decay`; use `adamw` for decay.
 
 Both the mask and adafactor need the params: call `tx.update(grads, opt_state, params)`.
+
+L1 and L2 penalties (`optim.l1`, `optim.l2`) are the other, coupled kind of regularisation:
+`penalty(params) = l1 * sum|w| + l2 * sum w^2` over the parameters `is_decayed` selects, added
+to the loss the gradient is taken of (train/step.py), so they do pass through Adam's moments.
+`penalty_and_grads` gives its value and gradient, `l1 * sign(w) + 2 * l2 * w` (0 at w = 0 for
+L1: a pruned weight feels no pull).
 """
 
 import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from errors import UserError
@@ -124,6 +131,25 @@ def decay_mask(params: Params, decay_norms_and_biases: bool = False) -> Params:
       lambda path, _: is_decayed(path_names(path), decay_norms_and_biases), params)
 
 
+def penalty_and_grads(params: Params, l1: float, l2: float,
+                      decay_norms_and_biases: bool = False) -> tuple[jax.Array, Params]:
+  """(l1 * sum|w| + l2 * sum w^2, its gradient) over the params `decay_mask` selects."""
+  mask = decay_mask(params, decay_norms_and_biases)
+  selected = [w for w, on in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if on]
+  value = sum(l1 * jnp.sum(jnp.abs(w)) + l2 * jnp.sum(jnp.square(w)) for w in selected)
+  grads = jax.tree.map(lambda w, on: (l1 * jnp.sign(w) + 2 * l2 * w) if on else jnp.zeros_like(w),
+                       params, mask)
+  return jnp.asarray(value, jnp.float32), grads
+
+
+def make_penalty(optim_cfg):
+  """penalty(params) -> (value, grads) for train/step.py, or None when l1 and l2 are 0."""
+  if optim_cfg.l1 == 0 and optim_cfg.l2 == 0:
+    return None
+  return functools.partial(penalty_and_grads, l1=optim_cfg.l1, l2=optim_cfg.l2,
+                           decay_norms_and_biases=optim_cfg.decay_norms_and_biases)
+
+
 def _unit_interval_problem(optim_cfg, key: str) -> list[str]:
   value = optim_cfg[key]
   return [] if 0.0 <= value < 1.0 else [
@@ -141,6 +167,8 @@ def problems(optim_cfg) -> list[str]:
       (o.lr > 0, f'optim.lr={o.lr} must be > 0; set --config.optim.lr to e.g. 1e-3'),
       (o.weight_decay >= 0, f'optim.weight_decay={o.weight_decay} must be >= 0; '
        'set --config.optim.weight_decay=0 to turn it off'),
+      (o.l1 >= 0 and o.l2 >= 0, f'optim.l1={o.l1} and optim.l2={o.l2} must be >= 0; set '
+       'them to 0 to turn the penalties off'),
       (o.eps > 0, f'optim.eps={o.eps} must be > 0; set --config.optim.eps to e.g. 1e-8'),
       (o.warmup_steps >= 0, f'optim.warmup_steps={o.warmup_steps} must be >= 0; '
        'set --config.optim.warmup_steps=0 for no warmup'),

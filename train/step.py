@@ -15,6 +15,11 @@ counted in `skipped_steps`. Two counts then differ, each with one meaning:
   by this step's update (for a skipped step, the lr it would have applied). A run with k skipped
   steps ends k updates short of the end of its schedule: its last update uses
   schedule(train.steps - 1 - k).
+
+Two optional pieces: `penalty(params) -> (value, grads)` (the L1/L2 penalties of train/optim.py)
+adds its gradient to the loss's (the logged `loss` stays the cross-entropy; `penalty` is logged
+beside it), and `prune(new_params, old_params, step) -> params` (train/pruning.py) keeps pruned
+weights at zero after the update and prunes further on its schedule.
 """
 
 import functools
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import optax
 from einops import rearrange
 
+from models.quantize import dequantize_params
 from models.transformer import Transformer
 from train.state import TrainState
 
@@ -36,6 +42,7 @@ def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
 
 def loss_fn(params, model: Transformer, tokens_BxLp1: jax.Array, dropout_rng: jax.Array,
             deterministic: bool) -> jax.Array:
+  params = dequantize_params(params)  # int8 params (models/quantize.py); float ones unchanged
   logits = model.apply({'params': params}, tokens_BxLp1[:, :-1], deterministic=deterministic,
                        rngs={'dropout': dropout_rng})
   return cross_entropy(logits, tokens_BxLp1[:, 1:])
@@ -67,14 +74,21 @@ def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int):
 
 
 def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer,
-               tx: optax.GradientTransformation, schedule, accum_steps: int):
+               tx: optax.GradientTransformation, schedule, accum_steps: int,
+               penalty=None, prune=None):
   """One optimizer update. Returns the new state and scalar metrics."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
   applied_updates = state.step - state.skipped_steps  # optax's count: the schedule's position
   loss, grads = loss_and_grads(state.params, model, tokens_BxLp1, dropout_rng, accum_steps)
+  extra = {}
+  if penalty is not None:
+    extra['penalty'], penalty_grads = penalty(state.params)
+    grads = jax.tree.map(jnp.add, grads, penalty_grads)
   grad_norm = optax.global_norm(grads)
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
+  if prune is not None:
+    new_params = prune(new_params, state.params, state.step)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
   new_state = state.replace(
@@ -83,7 +97,7 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
       opt_state=keep(new_opt_state, state.opt_state),
       skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32))
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(applied_updates),
-             'finite': finite, 'skipped_steps': new_state.skipped_steps}
+             'finite': finite, 'skipped_steps': new_state.skipped_steps, **extra}
   return new_state, metrics
 
 
