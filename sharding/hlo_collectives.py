@@ -6,8 +6,10 @@ that differ from what a TPU step runs, and this module corrects both:
   (`fusion(...), kind=kCustom, calls=%all-reduce-scatter.9`), with a plain all-reduce inside:
   the fusion is counted, as a reduce-scatter of the fusion's result bytes, and the inside is not;
 - a collective inside a `while` body (a scanned layer stack, gradient accumulation) runs once
-  per iteration: each computation's count is multiplied by the `known_trip_count` of the loops
-  that call it (a loop whose trip count XLA does not know counts once, and is reported).
+  per iteration: each computation's count is multiplied by the trip counts of the loops that
+  call it: XLA's `known_trip_count` where it gives one, else the N of a condition
+  `counter < constant(N)` (jax's scans count from 0 by 1); a loop with neither counts once and
+  is reported.
 
 Nothing here imports the model or the train step; tools/plan.py prints `summarize`.
 """
@@ -26,6 +28,20 @@ _FUSION_RE = re.compile(r'=\s*(?P<shape>\(.*?\)|\S+)\s+fusion\(.*calls=%(?P<call
 _CALLS_RE = re.compile(r'\b(body|condition|calls|to_apply|branch_computations|'
                        r'true_computation|false_computation)=\{?((?:%[\w.\-]+(?:,\s*)?)+)\}?')
 _TRIP_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CONDITION_RE = re.compile(r'\bcondition=%([\w.\-]+)')
+_CONSTANT_RE = re.compile(r'=\s*s32\[\]\S*\s+constant\((\d+)\)')
+
+
+def _trip_count(line: str, bodies: dict[str, list[str]]) -> int | None:
+  """The iterations of the `while` on `line`, or None if neither XLA nor its condition says."""
+  known = _TRIP_RE.search(line)
+  if known:
+    return int(known.group(1))
+  condition = _CONDITION_RE.search(line)
+  lines = bodies.get(condition.group(1), ()) if condition else ()
+  constants = [int(m.group(1)) for l in lines for m in [_CONSTANT_RE.search(l)] if m]
+  compares_lt = any(' compare(' in l and 'direction=LT' in l for l in lines)
+  return constants[0] if len(constants) == 1 and compares_lt else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +83,12 @@ def _runs_per_step(bodies: dict[str, list[str]], entry: str) -> tuple[dict[str, 
     if not runs[name]:
       continue
     for line in bodies[name]:
-      trip = _TRIP_RE.search(line)
       is_loop = ' while(' in line
-      if is_loop and not trip:
+      trip = _trip_count(line, bodies) if is_loop else None
+      if is_loop and trip is None:
         unknown_loops += 1
       for role, callees in _CALLS_RE.findall(line):
-        factor = int(trip.group(1)) if (is_loop and trip and role == 'body') else 1
+        factor = trip if (trip is not None and role == 'body') else 1
         for callee in re.findall(r'%([\w.\-]+)', callees):
           runs[callee] += runs[name] * factor
   return runs, unknown_loops

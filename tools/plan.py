@@ -8,8 +8,10 @@ compile-only devices of a TPU topology (sharding/topology.py, needs libtpu). Rep
   arguments + outputs - aliased + temporaries + generated code, against the chip's HBM
   (train/hardware.py). A step that XLA cannot fit fails to compile with RESOURCE_EXHAUSTED, as it
   would on the chips: that is reported with its numbers, not a traceback;
-- FLOPs: the model's (models/counting.py, 6N + attention, PaLM convention, attention not halved)
-  and the compiled program's (`cost_analysis()`, rematerialised work included);
+- FLOPs: the model's (models/counting.py, 6N + attention, PaLM convention, attention not halved),
+  the forward FLOPs the remat policy computes again (`recompute_flops_per_token`), and the
+  compiled program's (`cost_analysis()`, which counts a loop body such as a scanned layer stack
+  once, so it is printed beside the loops it has, never used for the step time);
 - the collectives per step (sharding/hlo_collectives.py);
 - the step time and tokens/s implied by an assumed MFU: model FLOPs / (chips x peak x MFU).
 """
@@ -23,7 +25,8 @@ import jax
 import numpy as np
 
 from errors import EXIT_USER_ERROR, UserError
-from models.counting import flops_per_token, param_count
+from models.config import TransformerConfig
+from models.counting import flops_per_token, matmul_param_count, param_count
 from sharding import hlo_collectives, report
 from sharding.mesh import mesh_shape_text
 from sharding.topology import chip_name, topology_devices
@@ -62,7 +65,9 @@ class Plan:
   memory: dict = dataclasses.field(default_factory=dict)  # per-chip bytes
   sharded_argument_bytes: int = 0  # per chip: state + batch by their shardings (no compile)
   model_flops: float = 0.0  # per step, all chips (models/counting.py)
-  compiled_flops: float = 0.0  # per step, one chip (cost_analysis)
+  recompute_flops: float = 0.0  # per step, all chips: forward work remat repeats (analytic)
+  compiled_flops: float = 0.0  # per step, one chip (cost_analysis; loop bodies counted once)
+  loops: int = 0  # while loops in the compiled program
   collectives: list = dataclasses.field(default_factory=list)  # [op, axes, count, runs, bytes]
   unknown_loops: int = 0
   notes: list = dataclasses.field(default_factory=list)
@@ -76,12 +81,24 @@ class Plan:
     return self.model_flops / (self.chips * self.peak_flops * mfu)
 
   def hardware_step_seconds(self, mfu: float) -> float:
-    """The compiled FLOPs of one chip at mfu x peak: remat recompute and duplicated work count."""
-    return self.compiled_flops / (self.peak_flops * mfu)
+    """(Model + remat recompute FLOPs) / (chips x peak x mfu)."""
+    return (self.model_flops + self.recompute_flops) / (self.chips * self.peak_flops * mfu)
 
   @property
   def collective_bytes(self) -> int:
     return sum(row[4] for row in self.collectives)
+
+
+def recompute_flops_per_token(cfg: TransformerConfig, seq_len: int, remat: str) -> float:
+  """Forward FLOPs per token that a remat policy (models/remat.py) computes a second time in
+  the backward pass, counted like `flops_per_token`: 'full' repeats each block's forward (2 x its
+  matmul parameters + the attention scores and values, 4 L H Dh T); 'dots_no_batch' keeps the
+  weight matmuls and repeats the attention matmuls (which have batch dims); 'dots' and 'none'
+  repeat no matmul (the elementwise work they redo is not counted)."""
+  cfg = cfg.derived()
+  attention = 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+  blocks = 2 * (matmul_param_count(cfg) - cfg.padded_vocab * cfg.d_model)
+  return {'full': blocks + attention, 'dots_no_batch': attention}.get(remat, 0.0)
 
 
 def chip_specs(topology: str) -> tuple[str, int, float]:
@@ -138,6 +155,8 @@ def compile_plan(config, topology: str, slices: int = 1, devices=None) -> Plan:
               parameters=param_count(exp.model_cfg), compile_s=0.0, fits=False,
               notes=list(exp.notes))
   plan.model_flops = flops_per_token(exp.model_cfg, plan.seq_len) * plan.tokens_per_step
+  plan.recompute_flops = (recompute_flops_per_token(exp.model_cfg, plan.seq_len, m.remat) *
+                          plan.tokens_per_step)
   batch = jax.ShapeDtypeStruct((t.batch_size, plan.seq_len + 1), np.int32,
                                sharding=exp.batch_sharding)
   plan.sharded_argument_bytes = report.shard_bytes((exp.abstract_state, batch))
@@ -152,7 +171,9 @@ def compile_plan(config, topology: str, slices: int = 1, devices=None) -> Plan:
   plan.compile_s = time.perf_counter() - start
   plan.memory = _memory(compiled)
   plan.compiled_flops = float((compiled.cost_analysis() or {}).get('flops', 0.0))
-  found, plan.unknown_loops = hlo_collectives.step_collectives(compiled.as_text(), exp.mesh)
+  hlo_text = compiled.as_text()
+  plan.loops = hlo_text.count(' while(')
+  found, plan.unknown_loops = hlo_collectives.step_collectives(hlo_text, exp.mesh)
   plan.collectives = [[op, list(axes), count, runs, size] for (op, axes), (count, runs, size)
                       in hlo_collectives.summarize(found).items()]
   plan.fits = plan.memory['total'] <= hbm
@@ -196,10 +217,11 @@ def format_plan(plan: Plan, mfu: float) -> str:
   lines.append(f"  {'total (arg + out - alias + temp + code)':<38} {_gib(mem['total']):>12}  "
                f'= {share:.0%} of {_gib(plan.hbm_bytes)} HBM')
   per_chip_model = plan.model_flops / plan.chips
-  lines.append(f'FLOPs per step: model {plan.model_flops:.3e} (6N + attention, '
-               f'{per_chip_model:.3e} per chip); compiled {plan.compiled_flops:.3e} per chip '
-               f'({plan.compiled_flops / per_chip_model:.2f}x the model\'s: remat, attention, '
-               'optimizer)' if per_chip_model else '')
+  loops = (f'; its {plan.loops} loop bodies counted once' if plan.loops else '')
+  lines.append(f'FLOPs per step: model {plan.model_flops:.3e} (6N + attention; '
+               f'{per_chip_model:.3e} per chip), remat={plan.remat} recomputes '
+               f'{plan.recompute_flops / plan.model_flops:+.0%}; compiled program (cost_analysis) '
+               f'{plan.compiled_flops:.3e} per chip{loops}')
   if plan.collectives:
     lines.append('collectives per step (per chip; loops counted by their trip counts):')
     for op, axes, count, runs, size in plan.collectives:
@@ -207,10 +229,12 @@ def format_plan(plan: Plan, mfu: float) -> str:
                    f'runs, {_gib(size):>12}')
   if plan.unknown_loops:
     lines.append(f'  ({plan.unknown_loops} loops of unknown trip count counted once)')
-  step = plan.step_seconds(mfu)
+  step, busy = plan.step_seconds(mfu), plan.hardware_step_seconds(mfu)
   lines.append(f'at {mfu:.0%} MFU: {_seconds(step)} per step, '
                f'{plan.tokens_per_step / step:,.0f} tokens/s '
-               f'({plan.tokens_per_step / step / plan.chips:,.0f} per chip)')
+               f'({plan.tokens_per_step / step / plan.chips:,.0f} per chip); with the remat '
+               f'recompute at the same rate: {_seconds(busy)}, '
+               f'{plan.tokens_per_step / busy:,.0f} tokens/s')
   lines.append(f'FITS: {_gib(mem["total"])} of {_gib(plan.hbm_bytes)} per chip' if plan.fits
                else f'DOES NOT FIT: {plan.error}')
   return '\n'.join(lines)

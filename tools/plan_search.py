@@ -14,10 +14,11 @@ Before any compile, a layout whose state alone (parameters + optimizer state, pe
 their shardings) exceeds the HBM is dropped. Each compile takes seconds to minutes on a CPU, so
 at most `--max_compiles` are spent.
 
-Ranking, stated in the output: tokens/s if each chip ran the compiled program's FLOPs
-(`cost_analysis()`, remat recompute and duplicated work included) at the assumed MFU of its
-peak. Communication is not modelled in that number; candidates within 1% of each other are
-ordered by collective bytes per chip per step (fewer first), then by memory left.
+Ranking, stated in the output: tokens/s if the chips ran the model's FLOPs plus the forward
+FLOPs the remat policy repeats (tools/plan.py, analytic) at the assumed MFU of their peak.
+Communication and the per-chip batch's effect on utilisation are not modelled in that number;
+candidates within 1% of each other are ordered by collective bytes per chip per step (fewer
+first), then by memory used (less first).
 """
 
 import argparse
@@ -191,8 +192,8 @@ def format_search(result: dict, config_path: str, args) -> str:
   lines = [f"searched on {args.topology}{f' x {args.slices} slices' if args.slices > 1 else ''}: "
            f"{result['compiles']} compiles, {len(result['fits'])} fit, "
            f"{len(result['misses'])} did not, {len(result['skipped'])} layouts not compiled",
-           f'ranked by tokens/s if each chip ran its compiled FLOPs (remat recompute included) at '
-           f'{args.mfu:.0%} of peak; communication not modelled: within 1%, fewer collective '
+           f'ranked by tokens/s if the chips ran the model FLOPs + remat recompute at '
+           f'{args.mfu:.0%} of peak (communication not modelled); within 1%, fewer collective '
            'bytes per chip first']
   for rank, c in enumerate(result['fits'][:args.top], 1):
     p = c.plan
@@ -215,6 +216,9 @@ def format_search(result: dict, config_path: str, args) -> str:
 
 def plan_or_search(args, config, overrides: list[str]) -> int:
   """`launch.py plan`: one plan, or with --search the ranked candidates."""
+  if args.slices > 1 and int(config.mesh.dcn_data) != args.slices and not args.search:
+    raise UserError(f'--slices {args.slices} puts the slices on the data axis, as training on them '
+                    f'does: add --config.mesh.dcn_data={args.slices}')
   if not args.search:
     return plan_command(config, args.topology, args.slices, args.mfu, args.json)
   if not 0 < args.mfu <= 1:
