@@ -198,7 +198,7 @@ def format_search(result: dict, config_path: str, args) -> str:
   for rank, c in enumerate(result['fits'][:args.top], 1):
     p = c.plan
     lines += ['', f'#{rank}: {rate(c):,.0f} tokens/s, {p.mesh}, rules={p.rules}, '
-              f'remat={p.remat}, micro-batch {p.batch_size // p.grad_accum_steps} '
+              f'remat={p.remat}, global micro-batch {p.batch_size // p.grad_accum_steps} '
               f'(grad_accum_steps={p.grad_accum_steps}), {p.memory["total"] / 2**30:,.2f} of '
               f'{p.hbm_bytes / 2**30:,.0f} GiB per chip, collectives '
               f'{p.collective_bytes / 2**30:,.2f} GiB per chip per step',
