@@ -126,7 +126,8 @@ def step_collectives(hlo_text: str, mesh: jax.sharding.Mesh) -> tuple[list[StepC
   return found, unknown_loops
 
 
-def summarize(found: list[StepCollective]) -> dict[tuple[str, tuple[str, ...]], tuple[int, int, int]]:
+def summarize(found: list[StepCollective]) -> dict[tuple[str, tuple[str, ...]],
+                                                    tuple[int, int, int]]:
   """(op, axes) -> (instructions in the program, executions per step, bytes per step)."""
   table = collections.defaultdict(lambda: (0, 0, 0))
   for c in found:

@@ -39,8 +39,9 @@ def parse_topology(name: str) -> tuple[str, tuple[int, ...]]:
                     f'of {", ".join(GENERATIONS)}; e.g. v5e:2x2, v5p:4x4x4, v6e:8x8')
   axes = tuple(int(x) for x in match.group(2).split('x'))
   if len(axes) != GENERATIONS[generation][1] or min(axes) < 1:
-    raise UserError(f'--topology {name!r}: a {generation} slice has {GENERATIONS[generation][1]} '
-                    f'axes of chips, e.g. {generation}:{"x".join(["2"] * GENERATIONS[generation][1])}')
+    rank = GENERATIONS[generation][1]
+    raise UserError(f'--topology {name!r}: a {generation} slice has {rank} axes of chips, e.g. '
+                    f'{generation}:{"x".join(["2"] * rank)}')
   return generation, axes
 
 

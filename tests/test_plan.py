@@ -175,8 +175,8 @@ def test_collectives_are_counted_per_step():
   found, unknown = hlo_collectives.step_collectives(HLO, mesh)
   assert unknown == 0
   assert hlo_collectives.summarize(found) == {
-      # in the loop of 12 iterations (counter < constant(12)): one all-gather of 256x32 f32 and one fused reduce-scatter
-      # whose result is 64x32 (the all-reduce inside the fusion is not counted on its own)
+      # in the loop of 12 iterations (counter < constant(12)): one all-gather of 256x32 f32
+      # and one fused reduce-scatter whose result is 64x32 (the all-reduce inside the fusion is not counted on its own)
       ('all-gather', ('fsdp', 'tensor')): (1, 12, 12 * 256 * 32 * 4),
       ('reduce-scatter', ('fsdp', 'tensor')): (1, 12, 12 * 64 * 32 * 4),
       ('all-reduce', ('tensor',)): (1, 1, 4),

@@ -205,6 +205,8 @@ def format_plan(plan: Plan, mfu: float) -> str:
     lines.append(f'arguments by their shardings (state + batch): '
                  f'{_gib(plan.sharded_argument_bytes)} per chip')
     lines.append(f'DOES NOT FIT: {plan.error}')
+    lines.append('(fewer tokens per chip at once: raise train.grad_accum_steps, or set '
+                 'model.remat=full; --search tries both)')
     return '\n'.join(lines)
   mem = plan.memory
   lines.append('per-chip memory (compiled.memory_analysis()):')

@@ -38,8 +38,8 @@ REMAT_ORDER = ('none', 'dots_no_batch', 'dots', 'full')  # least recompute first
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--topology', required=True,
-                      help='TPU slice, <generation>:<chips per axis>: v4:2x2x2, v5e:2x2, v5e:16x16, '
-                      'v5p:4x4x4, v6e:8x8 ...')
+                      help='TPU slice, <generation>:<chips per axis>: v4:2x2x2, v5e:2x2, '
+                      'v5e:16x16, v5p:4x4x4, v6e:8x8 ...')
   parser.add_argument('--slices', type=int, default=1,
                       help='slices joined over the data-center network (multi-slice; the mesh '
                       "puts them on 'data' with config.mesh.dcn_data) (default 1)")
@@ -209,8 +209,9 @@ def format_search(result: dict, config_path: str, args) -> str:
               f'{c.plan.grad_accum_steps}: {c.plan.error}' for c in result['misses']]
   if result['skipped']:
     lines += ['', 'not compiled:']
-    lines += [f'  {" ".join(o for o in c.overrides if o.startswith(("--config.sharding", "--config.mesh.")))}: '
-              f'{c.skipped}' for c in result['skipped']]
+    layout = lambda c: ' '.join(o for o in c.overrides
+                                if o.startswith(('--config.sharding', '--config.mesh.')))
+    lines += [f'  {layout(c)}: {c.skipped}' for c in result['skipped']]
   return '\n'.join(lines)
 
 
