@@ -10,6 +10,9 @@ that differ from what a TPU step runs, and this module corrects both:
   call it: XLA's `known_trip_count` where it gives one, else the N of a condition
   `counter < constant(N)` (jax's scans count from 0 by 1); a loop with neither counts once and
   is reported.
+- across slices (multi-slice, over the data-center network) XLA sends host transfers to the
+  megascale runtime: a `send` with `_xla_megascale_transfer_type="ALL_REDUCE"` is counted as an
+  all-reduce over the axis 'slices (DCN)', of the bytes of the array it sends.
 
 Nothing here imports the model or the train step; tools/plan.py prints `summarize`.
 """
@@ -20,7 +23,7 @@ import re
 
 import jax
 
-from sharding.report import _OPS, _result_bytes, group_axes, replica_groups
+from sharding.report import _ARRAY_RE, _OPS, _result_bytes, group_axes, replica_groups
 
 _HEADER_RE = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\(|\{)')
 _OP_RE = re.compile(r'=\s*(?P<shape>\(.*?\)|\S+)\s+(?P<op>' + '|'.join(_OPS) + r')(?:-start)?\(')
@@ -28,6 +31,9 @@ _FUSION_RE = re.compile(r'=\s*(?P<shape>\(.*?\)|\S+)\s+fusion\(.*calls=%(?P<call
 _CALLS_RE = re.compile(r'\b(body|condition|calls|to_apply|branch_computations|'
                        r'true_computation|false_computation)=\{?((?:%[\w.\-]+(?:,\s*)?)+)\}?')
 _TRIP_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_DCN_RE = re.compile(r'=\s*(?P<shape>\(.*?\)|\S+)\s+send\(.*_xla_megascale_transfer_type='
+                     r'"(?P<kind>\w+)"')
+DCN_AXIS = 'slices (DCN)'
 _CONDITION_RE = re.compile(r'\bcondition=%([\w.\-]+)')
 _CONSTANT_RE = re.compile(r'=\s*s32\[\]\S*\s+constant\((\d+)\)')
 
@@ -118,6 +124,12 @@ def step_collectives(hlo_text: str, mesh: jax.sharding.Mesh) -> tuple[list[StepC
         found.append(StepCollective(_collective_of_name(fusion.group('callee')),
                                     group_axes(replica_groups(inner), mesh),
                                     _result_bytes(fusion.group('shape')), runs[name]))
+        continue
+      dcn = _DCN_RE.search(line)
+      if dcn:
+        sent = _ARRAY_RE.search(dcn.group('shape'))
+        found.append(StepCollective(dcn.group('kind').lower().replace('_', '-'), (DCN_AXIS,),
+                                    _result_bytes(sent.group(0)) if sent else 0, runs[name]))
         continue
       match = _OP_RE.search(line)
       if match:

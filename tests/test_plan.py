@@ -165,6 +165,7 @@ ENTRY %main (x: f32[64,32]) -> f32[] {
   %x = f32[64,32]{1,0} parameter(0)
   %loop = (s32[], f32[64,32]) while(%init), condition=%cond, body=%body
   %r = f32[] reduce(%x, %zero), dimensions={0,1}, to_apply=%add
+  %send = (f32[3,8,128]{2,1,0}, u32[], token[]) send(%x, %aa), channel_id=4, is_host_transfer=true, frontend_attributes={_xla_megascale_reduce_operation="SUM",_xla_megascale_transfer_type="ALL_REDUCE"}
   ROOT %all-reduce.9 = f32[] all-reduce(%r), replica_groups={{0,1},{2,3}}, to_apply=%add
 }
 """
@@ -180,6 +181,8 @@ def test_collectives_are_counted_per_step():
       ('all-gather', ('fsdp', 'tensor')): (1, 12, 12 * 256 * 32 * 4),
       ('reduce-scatter', ('fsdp', 'tensor')): (1, 12, 12 * 64 * 32 * 4),
       ('all-reduce', ('tensor',)): (1, 1, 4),
+      # across slices: a host transfer to the megascale runtime, of the f32[3,8,128] it sends
+      ('all-reduce', ('slices (DCN)',)): (1, 1, 3 * 8 * 128 * 4),
   }
   # XLA's known_trip_count, where present, is taken over the condition's constant.
   known = HLO.replace('body=%body', 'body=%body, backend_config={"known_trip_count":{"n":"5"}}')
