@@ -164,7 +164,10 @@ def search(config_path: str, overrides: list[str], topology: str, slices: int, a
     ladder = [(remat, size) for remat in remats
               for size in _micro_batches(config, _data_parallel(exp), args.micro_batches)]
     for remat, size in ladder:
-      if compiles >= args.max_compiles:
+      if compiles >= args.max_compiles:  # this layout's best is not known: say so
+        skipped.append(Candidate(layout_overrides, skipped=(
+            f'not reached: --max_compiles {args.max_compiles} spent (from remat={remat}, '
+            f'grad_accum_steps={config.train.batch_size // (size * _data_parallel(exp))} on)')))
         break
       accum = config.train.batch_size // (size * _data_parallel(exp))
       candidate = Candidate(layout_overrides + [f'--config.model.remat={remat}',
@@ -191,7 +194,7 @@ def format_search(result: dict, config_path: str, args) -> str:
   rate = result['rate']
   lines = [f"searched on {args.topology}{f' x {args.slices} slices' if args.slices > 1 else ''}: "
            f"{result['compiles']} compiles, {len(result['fits'])} fit, "
-           f"{len(result['misses'])} did not, {len(result['skipped'])} layouts not compiled",
+           f"{len(result['misses'])} did not, {len(result['skipped'])} layouts left out (below)",
            f'ranked by tokens/s if the chips ran the model FLOPs + remat recompute at '
            f'{args.mfu:.0%} of peak (communication not modelled); within 1%, fewer collective '
            'bytes per chip first']
