@@ -12,6 +12,7 @@ Verbs:
   generate  batch inference over a JSON Lines file (resumable)
   serve   an HTTP JSON API on a run, batching concurrent requests
   memory  per-device memory and collectives of a config's train step on its mesh (no training)
+  plan    will a config fit a TPU slice? per-chip memory, FLOPs, collectives, step time (libtpu)
   pod     set up a TPU VM slice and run, watch, stop or keep alive a command on every worker
   slurm   write the SLURM batch script of a multi-node GPU training run and submit it (sbatch)
   scaling fit scaling laws to points (`scaling fit`), predict from a fit (`scaling predict`)
@@ -263,6 +264,18 @@ def cmd_memory(argv: list[str]) -> int:
   return memory(config, args.devices, as_json=args.json)
 
 
+def cmd_plan(argv: list[str]) -> int:
+  parser = _config_parser('plan', 'Compile the train step of a config for a TPU topology on this '
+                          'machine (no TPU needed, only libtpu) and say whether it fits; '
+                          '--search ranks the mesh shapes, rule sets, remat policies and '
+                          'micro-batches that fit.')
+  from tools.plan_search import add_arguments, plan_or_search
+  add_arguments(parser)
+  args, config = _parse(parser, argv)
+  from train.config import split_overrides
+  return plan_or_search(args, config, split_overrides(argv)[0])
+
+
 def cmd_pod(argv: list[str]) -> int:
   from sharding.pod_cli import main as pod_main  # setup | run | logs | stop ...; --help
   return pod_main(argv)
@@ -290,6 +303,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info, 'bench': cmd_bench,
          'eval': cmd_eval, 'sample': cmd_sample, 'memory': cmd_memory, 'pod': cmd_pod,
+         'plan': cmd_plan,
          'slurm': cmd_slurm, 'scaling': cmd_scaling, 'sweep': cmd_sweep,
          'convert': cmd_convert, 'prune': cmd_prune, 'generate': cmd_generate,
          'serve': cmd_serve}

@@ -33,6 +33,12 @@ PUBLISHED_BF16_PEAKS = (
     (r'\bH200\b(?!.*\bNVL\b)', 'H200', 989.4e12),
 )
 
+# HBM per chip of the TPUs `launch.py plan` compiles for (tools/plan.py), keyed by the chip names
+# above; same Google Cloud pages: v4 32 GiB, v5e 16 GiB, v6e 32 GiB; v5p "95 GB", but libtpu
+# 0.0.42.1's compiler offers 95.74 GiB of it (and 15.75 of a v5e's 16): 96 GiB.
+PUBLISHED_HBM_BYTES = {'TPU v4': 32 * 2**30, 'TPU v5e': 16 * 2**30, 'TPU v5p': 96 * 2**30,
+                       'TPU v6e': 32 * 2**30}
+
 
 def published_peak(device_kind: str) -> tuple[str, float] | None:
   """(chip name, dense bf16 FLOP/s) of a `jax.Device.device_kind`, or None if not in the table."""
