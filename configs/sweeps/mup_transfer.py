@@ -6,7 +6,7 @@ base width 32 (where the two are the same model), over 7 learning rates a factor
 trials of 200 steps of 16 x 64 tokens on the Python standard library.
 
     python launch.py sweep --config configs/sweeps/mup_transfer.py --workers 2
-    python experiments/mup_transfer_plot.py runs/sweeps/mup_transfer   # docs/mup_transfer.png
+    python -m experiments.mup_transfer_plot runs/sweeps/mup_transfer --out docs/mup_transfer.png
 
 Under muP the best learning rate should stay put as width grows and wider should be better at
 it; under SP the best rate should drift down. README "muP" has the measured table and plot.
