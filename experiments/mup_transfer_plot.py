@@ -91,7 +91,11 @@ def main(argv: list[str]) -> int:
                       '<first sweep_dir>/transfer.png)')
   args = parser.parse_args(argv)
   sweep_dir = Path(args.sweep_dirs[0])
-  rows = [row for directory in args.sweep_dirs for row in read_trials(Path(directory))]
+  found = {}  # one run per (parameterization, width, lr): the first directory's wins
+  for directory in args.sweep_dirs:
+    for row in read_trials(Path(directory)):
+      found.setdefault((row['parameterization'], row['width'], row['lr']), row)
+  rows = list(found.values())
   if not rows:
     print(f'error: no finished trials under {", ".join(args.sweep_dirs)}', file=sys.stderr)
     return 2
