@@ -17,6 +17,7 @@ Verbs:
   slurm   write the SLURM batch script of a multi-node GPU training run and submit it (sbatch)
   scaling fit scaling laws to points (`scaling fit`), predict from a fit (`scaling predict`)
   sweep   a hyperparameter sweep defined in a config, on Optuna; `--summarize` its results
+  mup     muP tools: `mup coord-check` (activation size against width, SP and muP)
 
 `python launch.py VERB --help` explains each. Mistakes in the input end in one line on stderr
 and exit status 2, without a traceback. A run directory with checkpoints resumes; exit status
@@ -301,12 +302,17 @@ def cmd_sweep(argv: list[str]) -> int:
   return sweep_main(argv)
 
 
+def cmd_mup(argv: list[str]) -> int:
+  from experiments.mup_cli import main as mup_main  # coord-check; --help
+  return mup_main(argv)
+
+
 VERBS = {'train': cmd_train, 'data': cmd_data, 'info': cmd_info, 'bench': cmd_bench,
          'eval': cmd_eval, 'sample': cmd_sample, 'memory': cmd_memory, 'pod': cmd_pod,
          'plan': cmd_plan,
          'slurm': cmd_slurm, 'scaling': cmd_scaling, 'sweep': cmd_sweep,
          'convert': cmd_convert, 'prune': cmd_prune, 'generate': cmd_generate,
-         'serve': cmd_serve}
+         'serve': cmd_serve, 'mup': cmd_mup}
 
 
 def main(argv: list[str]) -> int:

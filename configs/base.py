@@ -46,6 +46,11 @@ def get_config() -> ml_collections.ConfigDict:
   m.param_dtype = 'float32'
   m.scan_layers = False  # nn.scan over the layer stack (faster compile for deep models)
   m.remat = 'none'  # none | full | dots | dots_no_batch (see models/remat.py)
+  m.parameterization = 'sp'  # sp (standard) | mup (maximal update, models/mup.py; README "muP")
+  m.mup_base_width = 0  # mup: the d_model the hyperparameters were tuned at (required)
+  m.mup_base_head_dim = 0  # mup: head_dim at the base width (0: head_dim * base_width / d_model)
+  m.mup_zero_readout = False  # mup: untied output layer starts at zero
+  m.mup_zero_query = False  # mup: query projection starts at zero
 
   # --- data (data/) ---
   d = c.data = ml_collections.ConfigDict()

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
+from models import mup
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
 from models.rope import scaling_of
@@ -47,7 +48,7 @@ class CausalSelfAttention(nn.Module):
     groups = n_heads // n_kv
     d = (cfg.d_model,)
     q_BxLxHxDh = DenseGeneral(cfg, d, (n_heads, head_dim), ('embed', 'heads', 'head_dim'),
-                              name='query')(x_BxLxD)
+                              mup.query_init_scale(cfg), name='query')(x_BxLxD)
     k_BxLxKxDh = DenseGeneral(cfg, d, (n_kv, head_dim), ('embed', 'kv_heads', 'head_dim'),
                               name='key')(x_BxLxD)
     v_BxLxKxDh = DenseGeneral(cfg, d, (n_kv, head_dim), ('embed', 'kv_heads', 'head_dim'),
@@ -61,7 +62,7 @@ class CausalSelfAttention(nn.Module):
 
     # Query head h = k * G + g shares key/value head k.
     q_BxLxKxGxDh = rearrange(q_BxLxHxDh, 'b l (k g) d -> b l k g d', k=n_kv, g=groups)
-    q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(1.0 / np.sqrt(head_dim), q_BxLxKxGxDh.dtype)
+    q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(mup.attention_scale(cfg), q_BxLxKxGxDh.dtype)
     if layer_kv is None:
       out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
                                         cfg.attention_query_chunk)

@@ -17,6 +17,7 @@ POSITIONS = ('rope', 'learned')
 MLPS = ('swiglu', 'gelu')
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
+PARAMETERIZATIONS = ('sp', 'mup')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,11 @@ class TransformerConfig:
   param_dtype: str = 'float32'
   scan_layers: bool = False
   remat: str = 'none'
+  parameterization: str = 'sp'
+  mup_base_width: int = 0
+  mup_base_head_dim: int = 0
+  mup_zero_readout: bool = False
+  mup_zero_query: bool = False
 
   @classmethod
   def from_dict(cls, values) -> 'TransformerConfig':
@@ -96,7 +102,7 @@ def problems(values) -> list[str]:
     if getattr(cfg, name) <= 0:
       out.append(f'model.{name}={getattr(cfg, name)} must be positive')
   choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),
-             ('dtype', DTYPES), ('param_dtype', DTYPES))
+             ('dtype', DTYPES), ('param_dtype', DTYPES), ('parameterization', PARAMETERIZATIONS))
   for name, allowed in choices:
     if getattr(cfg, name) not in allowed:
       out.append(f'model.{name}={getattr(cfg, name)!r} is not one of {", ".join(allowed)}')
@@ -116,6 +122,23 @@ def problems(values) -> list[str]:
   if cfg.attention_query_chunk < 0:
     out.append(f'model.attention_query_chunk={cfg.attention_query_chunk} must be >= 0 '
                '(0: no blocking)')
+  out += mup_problems(cfg)
   if not 0.0 <= cfg.dropout < 1.0:
     out.append(f'model.dropout={cfg.dropout} must be in [0, 1)')
+  return out
+
+
+def mup_problems(cfg: TransformerConfig) -> list[str]:
+  """What is wrong with the muP settings (models/mup.py), each in one line naming the fix."""
+  if cfg.parameterization != 'mup':
+    return []
+  out = []
+  if cfg.mup_base_width <= 0:
+    out.append(f'model.parameterization=mup needs model.mup_base_width > 0 (the d_model the '
+               f'hyperparameters were tuned at), got {cfg.mup_base_width}; set it')
+  if cfg.mup_base_head_dim < 0:
+    out.append(f'model.mup_base_head_dim={cfg.mup_base_head_dim} must be >= 0 (0: derived)')
+  if cfg.mup_zero_readout and cfg.tie_embeddings:
+    out.append('model.mup_zero_readout would zero the tied embedding table; set '
+               'model.tie_embeddings=False or model.mup_zero_readout=False')
   return out

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import mup
 from models.config import TransformerConfig
 from models.rope import RopeScaling, inverse_frequencies
 
@@ -24,7 +25,10 @@ def dtype_of(name: str) -> jnp.dtype:
 
 def param_with_axes(module: nn.Module, name: str, init, shape: Sequence[int], axes: Axes,
                     cfg: TransformerConfig) -> jax.Array:
-  """Declares a parameter with logical axis names and casts it to the compute dtype."""
+  """Declares a parameter with logical axis names and casts it to the compute dtype (under muP
+  its initial values scaled for its role, models/mup.py)."""
+  if cfg.parameterization == 'mup':
+    init = mup.scaled_init(init, axes, cfg)
   value = module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape),
                        dtype_of(cfg.param_dtype))
   return jnp.asarray(value, dtype_of(cfg.dtype))

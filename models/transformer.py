@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
+from models import mup
 from models.attention import CausalSelfAttention, DecodeSlots
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, Mlp, Norm, dtype_of, param_with_axes
@@ -62,6 +63,7 @@ class Transformer(nn.Module):
         x_BxLxD = x_BxLxD + jnp.take(positions_LxD, slots.positions(tokens_BxL.shape[1]), axis=0)
     x_BxLxD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BxLxD)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, RESIDUAL_AXES)
+    self.sow('intermediates', 'embedding', x_BxLxD)  # kept only when asked (coordinate check)
 
     block = Block
     if cfg.remat != 'none':
@@ -87,6 +89,8 @@ class Transformer(nn.Module):
                                   name='lm_head')(x_BxLxD)
     logits_BxLxV = nn.with_logical_constraint(logits_BxLxV, ('act_batch', 'act_length', 'act_vocab'))
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+    if cfg.parameterization == 'mup':  # the readout's 1/m output multiplier (models/mup.py)
+      logits_BxLxV = logits_BxLxV * mup.readout_multiplier(cfg)
     if cfg.padded_vocab > cfg.vocab_size:  # padding rows never win: the loss is unchanged
       is_real_V = jnp.arange(cfg.padded_vocab) < cfg.vocab_size
       logits_BxLxV = jnp.where(is_real_V, logits_BxLxV, jnp.finfo(jnp.float32).min)

@@ -6,9 +6,10 @@
 
 Each job builds its state and step with `train/experiment.py` (no corpus), and feeds
 the same synthetic batches (no data pipeline), each process its own rows of the global batch.
-The first job of each model and optimizer is their reference: the line printed for every job
-holds its losses, the largest parameter difference from the reference (param_diff) and from its
-own initial parameters (param_change), relative to that parameter's largest entry. With
+The first job of each model, optimizer and set of model overrides (`model_overrides`, e.g.
+muP) is their reference: the line printed for every job holds its losses, the largest
+parameter difference from the reference (param_diff) and from its own initial parameters
+(param_change), relative to that parameter's largest entry. With
 --out, job i's final parameters are also written to DIR/params_i.npz (process 0 only). With
 --report, each job's step is only compiled and `tools/memory.py`'s report printed.
 The multi-device tests start it in a subprocess so that XLA_FLAGS is set before jax starts.
@@ -84,6 +85,7 @@ def run_job(job: dict, devices, initial_state=None):
   config = tiny_config(job['model'], job['rules'], tuple(job['mesh']), job.get('dcn_data', 1),
                        **job.get('train', {}))
   config.optim.update(job.get('optim', {}))
+  config.model.update(job.get('model_overrides', {}))  # e.g. muP (tests/test_mup_sharding.py)
   exp = build_experiment(config, with_data=False, devices=devices)
   if initial_state is not None and job.get('init') == 'put':
     state = jax.device_put(initial_state, exp.state_shardings)
@@ -151,10 +153,11 @@ def main(argv):
       config = tiny_config(job['model'], job['rules'], tuple(job['mesh']))
       print(json.dumps(dict(job, **build_report(config))), flush=True)
     return
-  references = {}  # (model, optimizer) -> (final params, initial state) of its first job
+  references = {}  # (model, optimizer, overrides) -> (final params, initial state) of its first job
   for index, job in enumerate(json.loads(args.jobs)):
     count = int(np.prod(job['mesh'])) * job.get('dcn_data', 1)
-    key = (job['model'], json.dumps(job.get('optim', {}), sort_keys=True))
+    key = (job['model'], json.dumps(job.get('optim', {}), sort_keys=True),
+           json.dumps(job.get('model_overrides', {}), sort_keys=True))
     reference = references.get(key)
     losses, params, notes, initial = run_job(job, jax.devices()[:count],
                                              reference and reference[1])

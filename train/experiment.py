@@ -35,6 +35,7 @@ from models.config import TransformerConfig
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
 from sharding.rules import Rules, batch_axes, rules_for
+from train.mup import lr_multipliers
 from train.optim import make_optimizer, make_penalty
 from train.pruning import make_prune_fn
 from train.schedules import make_schedule
@@ -168,7 +169,8 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   rules, notes = rules_for(config.sharding.rules, dict(mesh.shape), logical_dims(model_cfg))
   check_batch_fits(config, mesh, rules)
   steps, seq_len = config.train.steps, config.data.seq_len
-  tx, schedule = make_optimizer(config.optim, steps), make_schedule(config.optim, steps)
+  tx = make_optimizer(config.optim, steps, lr_multipliers(model_cfg, config.optim.name, seq_len))
+  schedule = make_schedule(config.optim, steps)
   with mesh_and_rules(mesh, rules):
     shapes = jax.eval_shape(make_init_fn(model_cfg, tx, config.seed, seq_len))
     shardings = state_shardings(shapes, model_cfg, seq_len, mesh, rules)

@@ -5,6 +5,7 @@
 
   clip_by_global_norm(clip_norm)         if clip_norm > 0
   <direction of optim.name>              see below
+  scale_by_multipliers(lr_multipliers)   muP's per-parameter learning rates (train/mup.py)
   add_decayed_weights(wd, decay_mask)    if weight_decay > 0 and the optimizer decays
   scale_by_learning_rate(schedule)       train/schedules.py; flips the sign for descent
 
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import optax
 
 from errors import UserError
+from train.mup import scale_by_multipliers
 from train.schedules import SCHEDULES, make_schedule
 from train.state import path_names
 
@@ -194,13 +196,17 @@ def validate_optim_config(optim_cfg) -> None:
     raise UserError(found[0])
 
 
-def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
-  """The optax chain described in the module docstring, after `validate_optim_config`."""
+def make_optimizer(optim_cfg, total_steps: int,
+                   lr_multipliers: Params | None = None) -> optax.GradientTransformation:
+  """The optax chain described in the module docstring, after `validate_optim_config`;
+  `lr_multipliers` (train/mup.py, None under SP) scales each parameter's update."""
   validate_optim_config(optim_cfg)
   steps = []
   if optim_cfg.clip_norm > 0:
     steps.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
   steps.append(DIRECTIONS[optim_cfg.name](optim_cfg))
+  if lr_multipliers is not None:
+    steps.append(scale_by_multipliers(lr_multipliers))
   if optim_cfg.weight_decay > 0 and optim_cfg.name not in WITHOUT_WEIGHT_DECAY:
     mask = functools.partial(
         decay_mask, decay_norms_and_biases=optim_cfg.decay_norms_and_biases)
