@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.position = 'rope'  # rope | learned
   m.rope_theta = 10000.0
   m.attention_query_chunk = 128  # causal attention in blocks of this many queries; 0: one block
+  m.attention_impl = 'chunked'  # chunked | xla | cudnn (GPU, bf16): jax.nn.dot_product_attention
   m.mlp = 'swiglu'  # swiglu | gelu
   m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
   m.tie_embeddings = True

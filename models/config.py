@@ -17,6 +17,7 @@ POSITIONS = ('rope', 'learned')
 MLPS = ('swiglu', 'gelu')
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
+ATTENTION_IMPLS = ('chunked', 'xla', 'cudnn')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TransformerConfig:
   position: str = 'rope'
   rope_theta: float = 10000.0
   attention_query_chunk: int = 128
+  attention_impl: str = 'chunked'
   mlp: str = 'swiglu'
   use_bias: bool = False
   tie_embeddings: bool = True
@@ -92,7 +94,7 @@ def problems(values) -> list[str]:
     if getattr(cfg, name) <= 0:
       out.append(f'model.{name}={getattr(cfg, name)} must be positive')
   choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),
-             ('dtype', DTYPES), ('param_dtype', DTYPES))
+             ('dtype', DTYPES), ('param_dtype', DTYPES), ('attention_impl', ATTENTION_IMPLS))
   for name, allowed in choices:
     if getattr(cfg, name) not in allowed:
       out.append(f'model.{name}={getattr(cfg, name)!r} is not one of {", ".join(allowed)}')
@@ -106,6 +108,9 @@ def problems(values) -> list[str]:
   if cfg.attention_query_chunk < 0:
     out.append(f'model.attention_query_chunk={cfg.attention_query_chunk} must be >= 0 '
                '(0: no blocking)')
+  if cfg.attention_impl == 'cudnn' and cfg.dtype == 'float32':
+    out.append('model.attention_impl=cudnn needs model.dtype=bfloat16 or float16 (cuDNN '
+               'attention has no float32); change one')
   if not 0.0 <= cfg.dropout < 1.0:
     out.append(f'model.dropout={cfg.dropout} must be in [0, 1)')
   return out
