@@ -17,8 +17,10 @@ the state carried from one to the next, and adds one piece of the loop (train/lo
 
 Each mode ends by waiting for its last step. The modes run round-robin, the order rotated each
 round so none always follows a save or runs first on a machine whose load drifts; reported per
-mode: seconds per step (min / median / max over rounds) and the median's overhead over
-`device`. The target for the default model (configs/tiny.py) is under 5%.
+mode: wall seconds per step (min / median / max over rounds) and the median's overhead over
+`device`, and the same for the process's CPU time (all threads), which other jobs on a shared
+machine disturb less: on a CPU backend the host work runs on the cores the step computes on.
+The target for the default model (configs/tiny.py) is under 5%.
 """
 
 import argparse
@@ -59,13 +61,13 @@ class Harness:
     self.manager = checkpoint.open_manager(run_dir / 'checkpoints', config.checkpoint)
     self.saves = []  # (step, seconds the loop was blocked)
 
-  def run(self, mode: str, steps: int) -> float:
-    """Runs `steps` steps with the host work of `mode`; returns seconds per step."""
+  def run(self, mode: str, steps: int) -> tuple[float, float]:
+    """Runs `steps` steps with the host work of `mode`; returns (wall, CPU) seconds per step."""
     exp, t = self.exp, self.exp.config.train
     every = max(int(self.exp.config.checkpoint.every), 1)
     pending = None
     with exp.mesh_context():
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       for index in range(steps):
         batch = self.fixed_batch if mode == 'device' else exp.train_batch(self.step)
         self.state, metrics = exp.train_step(self.state, batch)
@@ -80,9 +82,9 @@ class Harness:
       if pending is not None:
         self.log.read(*pending)
       jax.block_until_ready(self.state)
-      seconds = time.perf_counter() - start
+      seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     self.manager.wait_until_finished()  # not timed: a write left over from this mode
-    return seconds / steps
+    return seconds / steps, cpu_seconds / steps
 
   def close(self) -> None:
     self.manager.close()
@@ -95,14 +97,17 @@ def measure(exp: Experiment, run_dir: Path, steps: int, rounds: int, warmup: int
   harness = Harness(exp, run_dir)
   try:
     harness.run('data', warmup)
-    seconds = {mode: [] for mode in MODES}
+    seconds, cpu_seconds = {mode: [] for mode in MODES}, {mode: [] for mode in MODES}
     for index in range(rounds):
       shift = index % len(MODES)
       for mode in MODES[shift:] + MODES[:shift]:
-        seconds[mode].append(harness.run(mode, steps))
+        wall, cpu = harness.run(mode, steps)
+        seconds[mode].append(wall)
+        cpu_seconds[mode].append(cpu)
   finally:
     harness.close()
-  return {'seconds_per_step': seconds, 'saves': harness.saves, 'steps_taken': harness.step}
+  return {'seconds_per_step': seconds, 'cpu_seconds_per_step': cpu_seconds,
+          'saves': harness.saves, 'steps_taken': harness.step}
 
 
 def overheads(seconds: dict) -> dict:
@@ -113,12 +118,16 @@ def overheads(seconds: dict) -> dict:
 
 def format_result(result: dict) -> str:
   lines = [f"{result['config']}: {result['rounds']} rounds of {result['steps']} steps per mode "
-           f"(batch {result['batch']} x {result['seq_len']}); ms per step min / median / max, "
-           "overhead of the median over device:"]
+           f"(batch {result['batch']} x {result['seq_len']}); wall ms per step min / median / "
+           "max and the median's overhead over device; the same for the process's CPU time:"]
+  cpu_overhead = overheads(result['cpu_seconds_per_step'])
   for mode, values in result['seconds_per_step'].items():
     ms = [1000 * v for v in values]
+    cpu_ms = [1000 * v for v in result['cpu_seconds_per_step'][mode]]
     lines.append(f'  {mode:<11} {min(ms):8.1f} / {statistics.median(ms):8.1f} / {max(ms):8.1f}'
-                 f"  {100 * result['overhead'][mode]:+6.1f}%")
+                 f"  {100 * result['overhead'][mode]:+6.1f}%   CPU {min(cpu_ms):8.1f} / "
+                 f'{statistics.median(cpu_ms):8.1f} / {max(cpu_ms):8.1f}  '
+                 f'{100 * cpu_overhead[mode]:+6.1f}%')
   blocked = [seconds for _, seconds in result['saves']]
   if blocked:
     lines.append(f'  checkpoint saves: {len(blocked)}, the loop blocked {1000 * min(blocked):.0f}'
@@ -143,7 +152,8 @@ def main(argv: list[str]) -> None:
     result = measure(exp, Path(run_dir), args.steps, args.rounds)
   result.update(config=args.config, steps=args.steps, rounds=args.rounds,
                 batch=config.train.batch_size, seq_len=config.data.seq_len,
-                overhead=overheads(result['seconds_per_step']))
+                overhead=overheads(result['seconds_per_step']),
+                cpu_overhead=overheads(result['cpu_seconds_per_step']))
   print(json.dumps(result) if args.json else format_result(result))
 
 

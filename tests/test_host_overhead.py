@@ -22,7 +22,8 @@ def test_modes_run_the_loops_pieces_and_report_overheads(tmp_path):
   # 2 warm-up steps, then device, data, metrics, checkpoint: 4 steps each, state carried on.
   assert result['steps_taken'] == 2 + 4 * len(MODES)
   seconds = result['seconds_per_step']
-  assert list(seconds) == list(MODES) and all(len(v) == 1 and v[0] > 0 for v in seconds.values())
+  for times in (seconds, result['cpu_seconds_per_step']):
+    assert list(times) == list(MODES) and all(len(v) == 1 and v[0] > 0 for v in times.values())
   # Train records (every 2nd step) only from the modes that read metrics: steps 11-14 and 15-18.
   assert [r['step'] for r in read_metrics(run_dir, 'train')] == [12, 14, 16, 18]
   # Saves every 2 steps, mid-round, only in the checkpoint mode; complete on disk.
