@@ -15,8 +15,8 @@ by default today's chunked attention (model.attention_query_chunk=128), one bloc
 (chunk 0), 64-query blocks, and `jax.nn.dot_product_attention` (model.attention_impl=xla).
 `--parts` also times, for the first variant, the forward loss alone and forward + backward
 without the optimizer update, so the step splits into forward, backward and optimizer update.
-XLA flags apply to the whole process: compare them by running this twice with and without
-`XLA_FLAGS=...`, alternating.
+A key starting with `xla_` is an XLA:CPU option for that variant's compilation alone
+(`noxnn:xla_cpu_use_xnnpack=false`), so compiler flags are compared interleaved too.
 """
 
 import argparse
@@ -38,13 +38,21 @@ DEFAULT_VARIANTS = ('chunk128:model.attention_query_chunk=128',
                     'chunk64:model.attention_query_chunk=64', 'xla:model.attention_impl=xla')
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
-  """'name:key=value,key=value' -> (name, ['--config.key=value', ...])."""
-  name, _, overrides = text.partition(':')
-  return name, [f'--config.{item}' for item in overrides.split(',') if item]
+def parse_variant(text: str) -> tuple[str, list[str], dict]:
+  """'name:key=value,key=value' -> (name, ['--config.key=value', ...], XLA compiler options):
+  a key starting with xla_ is an XLA option for this variant's compilation alone."""
+  name, _, items = text.partition(':')
+  overrides, options = [], {}
+  for item in filter(None, items.split(',')):
+    key, _, value = item.partition('=')
+    if key.startswith('xla_'):
+      options[key] = {'true': True, 'false': False}.get(value.lower(), value)
+    else:
+      overrides.append(f'--config.{item}')
+  return name, overrides, options
 
 
-def step_runner(shape: str, batch: int, overrides: list[str]):
+def step_runner(shape: str, batch: int, overrides: list[str], options: dict | None = None):
   """A no-argument function running one compiled train step of the variant (state carried)."""
   config = load_config(BASE_CONFIG, shape_overrides(shape, batch) + overrides)
   exp = build_experiment(config, with_data=False)
@@ -53,7 +61,7 @@ def step_runner(shape: str, batch: int, overrides: list[str]):
   holder = {'state': exp.init_state()}
   with exp.mesh_context():
     batch_array = jax.device_put(tokens.astype(np.int32), exp.batch_sharding)
-    step = exp.train_step.lower(holder['state'], batch_array).compile()
+    step = exp.train_step.lower(holder['state'], batch_array).compile(options or None)
 
   def run():
     with exp.mesh_context():
@@ -114,8 +122,9 @@ def main(argv: list[str]) -> None:
   args = parser.parse_args(argv)
   runners, first = {}, None
   for text in args.variant or DEFAULT_VARIANTS:
-    name, overrides = parse_variant(text)
-    runners[name], exp, batch_array, holder = step_runner(args.shape, args.batch, overrides)
+    name, overrides, options = parse_variant(text)
+    runners[name], exp, batch_array, holder = step_runner(args.shape, args.batch, overrides,
+                                                          options)
     first = first or (exp, batch_array, holder)
   if args.parts:
     runners.update(part_runners(*first))
