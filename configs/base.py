@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.rope_high_freq_factor = 4.0  # Llama 3.x: under original_len / this kept; smooth in between
   m.rope_original_max_len = 8192  # Llama 3.x: the context length the model was pretrained at
   m.attention_query_chunk = 128  # causal attention in blocks of this many queries; 0: one block
+  m.attention_impl = 'chunked'  # chunked | xla | cudnn (GPU, bf16): jax.nn.dot_product_attention
   m.mlp = 'swiglu'  # swiglu | gelu
   m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
   m.tie_embeddings = True

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
+from errors import UserError
 from models import mup
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
@@ -65,7 +66,7 @@ class CausalSelfAttention(nn.Module):
     q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(mup.attention_scale(cfg), q_BxLxKxGxDh.dtype)
     if layer_kv is None:
       out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
-                                        cfg.attention_query_chunk)
+                                        cfg.attention_query_chunk, cfg.attention_impl)
     else:
       layer_kv = write_cache(layer_kv, k_BxLxKxDh, v_BxLxKxDh, slots.index)
       out_BxLxKxGxDh = cached_attention(q_BxLxKxGxDh, *layer_kv, slots)
@@ -103,13 +104,22 @@ def cached_attention(q_BxTxKxGxDh: jax.Array, k_BxSxKxDh: jax.Array, v_BxSxKxDh:
 
 
 def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: jax.Array,
-                     query_chunk: int) -> jax.Array:
-  """softmax(q k^T + causal mask) v, over blocks of `query_chunk` queries (0: one block).
+                     query_chunk: int, impl: str = 'chunked') -> jax.Array:
+  """softmax(q k^T + causal mask) v (q already scaled), computed as `impl` says:
 
-  Queries in block c only attend to keys 0 .. (c+1)*chunk - 1, so the masked-out upper blocks
-  are never computed: with C blocks the work is (C+1)/2C of the full square. Exact, not an
-  approximation: every block is an ordinary masked softmax over all the keys it can see.
+  chunked  here, over blocks of `query_chunk` queries (0: one block). Queries in block c only
+           attend to keys 0 .. (c+1)*chunk - 1, so the masked-out upper blocks are never
+           computed: with C blocks the work is (C+1)/2C of the full square. Exact, not an
+           approximation: every block is an ordinary masked softmax over all the keys it can see.
+  xla      `jax.nn.dot_product_attention(implementation='xla')`: the full square, masked.
+  cudnn    the same call with implementation='cudnn': cuDNN's fused (flash) attention on an
+           NVIDIA GPU, bfloat16 or float16 only (`check_attention_platform` says so up front).
   """
+  if impl != 'chunked':
+    q_BxLxHxDh = rearrange(q_BxLxKxGxDh, 'b l k g d -> b l (k g) d')  # head h = k * G + g, as
+    out_BxLxHxDh = jax.nn.dot_product_attention(  # jax groups them
+        q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, scale=1.0, is_causal=True, implementation=impl)
+    return rearrange(out_BxLxHxDh, 'b l (k g) d -> b l k g d', k=k_BxLxKxDh.shape[2])
   length = q_BxLxKxGxDh.shape[1]
   chunk = query_chunk if 0 < query_chunk < length and length % query_chunk == 0 else length
   outputs = []
@@ -122,3 +132,10 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
     probs_BxKxGxCxS = jax.nn.softmax(scores_BxKxGxCxS, axis=-1).astype(v_BxLxKxDh.dtype)
     outputs.append(jnp.einsum('bkgqs,bskd->bqkgd', probs_BxKxGxCxS, v_BxLxKxDh[:, :end]))
   return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
+
+
+def check_attention_platform(impl: str, platform: str) -> None:
+  """UserError unless `impl` (model.attention_impl) runs on `platform` (cpu, gpu, tpu)."""
+  if impl == 'cudnn' and platform not in ('gpu', 'cuda'):
+    raise UserError(f'model.attention_impl=cudnn needs an NVIDIA GPU but the devices are '
+                    f'{platform}; use --config.model.attention_impl=chunked (or xla)')

@@ -18,6 +18,7 @@ MLPS = ('swiglu', 'gelu')
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETERIZATIONS = ('sp', 'mup')
+ATTENTION_IMPLS = ('chunked', 'xla', 'cudnn')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TransformerConfig:
   rope_high_freq_factor: float = 4.0
   rope_original_max_len: int = 8192
   attention_query_chunk: int = 128
+  attention_impl: str = 'chunked'
   mlp: str = 'swiglu'
   use_bias: bool = False
   tie_embeddings: bool = True
@@ -102,7 +104,8 @@ def problems(values) -> list[str]:
     if getattr(cfg, name) <= 0:
       out.append(f'model.{name}={getattr(cfg, name)} must be positive')
   choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),
-             ('dtype', DTYPES), ('param_dtype', DTYPES), ('parameterization', PARAMETERIZATIONS))
+             ('dtype', DTYPES), ('param_dtype', DTYPES), ('parameterization', PARAMETERIZATIONS),
+             ('attention_impl', ATTENTION_IMPLS))
   for name, allowed in choices:
     if getattr(cfg, name) not in allowed:
       out.append(f'model.{name}={getattr(cfg, name)!r} is not one of {", ".join(allowed)}')
@@ -123,6 +126,9 @@ def problems(values) -> list[str]:
     out.append(f'model.attention_query_chunk={cfg.attention_query_chunk} must be >= 0 '
                '(0: no blocking)')
   out += mup_problems(cfg)
+  if cfg.attention_impl == 'cudnn' and cfg.dtype == 'float32':
+    out.append('model.attention_impl=cudnn needs model.dtype=bfloat16 or float16 (cuDNN '
+               'attention has no float32); change one')
   if not 0.0 <= cfg.dropout < 1.0:
     out.append(f'model.dropout={cfg.dropout} must be in [0, 1)')
   return out

@@ -55,3 +55,69 @@ def test_attention_layer_splits_and_merges_heads_like_the_reference(kv_heads):
   v = np.einsum('bld,dke->blke', x, w['value'])
   expected = np.einsum('blhe,hed->bld', reference_attention(q, k, v), w['out'])
   np.testing.assert_allclose(layer.apply({'params': params}, x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('kv_heads', [4, 2, 1])
+def test_dot_product_attention_path_equals_the_chunked_path(kv_heads):
+  """attention_impl='xla' (jax.nn.dot_product_attention) against the reference and against
+  today's chunked path: outputs and gradients equal to float32 round-off, GQA included."""
+  rng = np.random.default_rng(2)
+  batch, length, heads, dim = 2, 16, 4, 8
+  q = rng.standard_normal((batch, length, kv_heads, heads // kv_heads, dim)).astype(np.float32)
+  k = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
+  v = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
+  cotangent = rng.standard_normal(q.shape).astype(np.float32)
+
+  def run(impl):
+    def weighted(q, k, v):
+      return (causal_attention(q, k, v, 4, impl) * cotangent).sum()
+    out = jax.jit(causal_attention, static_argnums=(3, 4))(q, k, v, 4, impl)
+    return out, jax.jit(jax.grad(weighted, argnums=(0, 1, 2)))(q, k, v)
+
+  library_out, library_grads = run('xla')
+  chunked_out, chunked_grads = run('chunked')
+  expected = reference_attention(q.reshape(batch, length, heads, dim), k, v)
+  np.testing.assert_allclose(np.asarray(library_out).reshape(expected.shape), expected,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(library_out, chunked_out, rtol=1e-5, atol=1e-6)
+  for library, chunked in zip(library_grads, chunked_grads):
+    np.testing.assert_allclose(library, chunked, rtol=1e-4, atol=1e-5)
+
+
+def test_model_with_dot_product_attention_equals_the_chunked_model():
+  """The whole model (rotary, grouped-query) with attention_impl='xla' vs 'chunked', same
+  parameters: logits and parameter gradients equal to float32 round-off."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from models.config import TransformerConfig  # pylint: disable=import-outside-toplevel
+  from models.transformer import Transformer  # pylint: disable=import-outside-toplevel
+  base = dict(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_len=32,
+              attention_query_chunk=8)
+  tokens = np.random.default_rng(3).integers(0, 32, (2, 32))
+  chunked = Transformer(TransformerConfig(**base).derived())
+  library = Transformer(TransformerConfig(**base, attention_impl='xla').derived())
+  params = nn.meta.unbox(jax.jit(chunked.init)(jax.random.PRNGKey(0), tokens)['params'])
+
+  def logits_and_grads(model):
+    def loss(params):
+      return jax.nn.logsumexp(model.apply({'params': params}, tokens), axis=-1).mean()
+    return jax.jit(lambda p: (model.apply({'params': p}, tokens), jax.grad(loss)(p)))(params)
+
+  chunked_logits, chunked_grads = logits_and_grads(chunked)
+  library_logits, library_grads = logits_and_grads(library)
+  np.testing.assert_allclose(library_logits, chunked_logits, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(library_grads), jax.tree.leaves(chunked_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    (['--config.model.dtype=bfloat16'], 'model.attention_impl=cudnn needs an NVIDIA GPU but the '
+     'devices are cpu; use --config.model.attention_impl=chunked (or xla)'),
+    ([], 'model.attention_impl=cudnn needs model.dtype=bfloat16 or float16'),
+])
+def test_cudnn_attention_off_a_gpu_is_a_one_line_error(capsys, overrides, expected):
+  import launch  # pylint: disable=import-outside-toplevel
+  argv = ['bench', '--config', 'configs/tiny.py', '--config.model.attention_impl=cudnn',
+          *overrides, '--steps', '1']
+  assert launch.main(argv) == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and expected in lines[0], lines

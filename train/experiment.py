@@ -31,6 +31,7 @@ from data.manifest import load_manifest
 from data.prepare import prepare
 from data.tokenizers import Tokenizer, load_tokenizer
 from errors import UserError
+from models.attention import check_attention_platform
 from models.config import TransformerConfig
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
@@ -166,6 +167,7 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   model_cfg = TransformerConfig.from_dict(config.model)
   model = Transformer(model_cfg)
   mesh = build_mesh(config.mesh, devices)
+  check_attention_platform(model_cfg.attention_impl, mesh.devices.flat[0].platform)
   rules, notes = rules_for(config.sharding.rules, dict(mesh.shape), logical_dims(model_cfg))
   check_batch_fits(config, mesh, rules)
   steps, seq_len = config.train.steps, config.data.seq_len
