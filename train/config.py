@@ -21,7 +21,7 @@ import ml_collections
 from errors import UserError
 from models import config as model_config
 from models.counting import FLOPS_CONVENTIONS
-from train import optim
+from train import objectives, optim
 
 _TRUE = {'true', '1', 'yes', 'on'}
 _FALSE = {'false', '0', 'no', 'off'}
@@ -228,6 +228,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     found += checkpoint_problems(config.checkpoint)
   if 'scaling' in config:
     found += scaling_problems(config.scaling)
+  if 'task' in config:
+    found += objectives.problems(config)
   return (found + data_problems(config.data) + cross_section_problems(config) +
           optim_problems(config.optim))
 
