@@ -255,7 +255,7 @@ def _final_evaluation(run: _Run, state) -> float:
 def _finish(run: _Run, state, validation_loss: float) -> dict:
   """The summary of the run, written with its loss plot and sample (process 0)."""
   exp, t = run.exp, run.exp.config.train
-  if exp.corpus is None:  # span corruption's loss is per target, a classifier's per text
+  if exp.objective.name != 'lm':  # span corruption's loss is per target, a classifier's per text
     return _finish_task(run, state, validation_loss)
   manifest, final_step = exp.corpus.manifest, int(state.step)
   splits, last_loss, meter = manifest['splits'], run.log.last_loss, run.log.meter
