@@ -106,3 +106,24 @@ def test_too_small_a_vocabulary_is_one_line():
     check_vocabulary(config, 256)
   config.model.vocab_size = 269
   check_vocabulary(config, 256)
+
+
+@pytest.mark.slow
+def test_an_encoder_decoder_trains_on_span_corruption(tmp_path, capsys):
+  """`launch.py train` with task span_corruption: the loss per target token falls well below
+  the uniform guess ln(vocab), and the summary speaks of target tokens, not bits/byte."""
+  import json
+  import math
+  import launch
+  from tests.tiny_run import tiny_flags, write_corpus
+  write_corpus(tmp_path)
+  run_dir = tmp_path / 'run'
+  flags = tiny_flags(tmp_path, run_dir, task__name='span_corruption',
+                     model__kind='encoder_decoder', model__vocab_size=258, train__steps=30,
+                     optim__lr=3e-3)
+  assert launch.main(['train'] + flags) == 0
+  assert 'nats/target token' in capsys.readouterr().out
+  summary = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()
+             if '"summary"' in line][-1]
+  assert summary['validation_loss'] < math.log(258) - 1.5
+  assert 'validation_bits_per_byte' not in summary
