@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- model: a decoder-only Transformer (models/transformer.py) ---
   m = c.model = ml_collections.ConfigDict()
+  m.kind = 'decoder'  # decoder | encoder (bidirectional) | encoder_decoder (T5-style), see task
   m.vocab_size = 256  # must be >= the tokenizer's vocabulary (checked at start)
   m.vocab_pad_multiple = 1  # embedding rows rounded up to this (e.g. 128) so 'vocab' shards
   m.d_model = 256
@@ -80,6 +81,15 @@ def get_config() -> ml_collections.ConfigDict:
   #                   (step 0, fresh optimizer; model.* and data.tokenizer come from it)
   t.max_consecutive_bad_steps = 10  # stop (exit 4) after this many updates in a row skipped for
   #                                   a non-finite loss or gradient (0: never stop)
+
+  # --- what the model is trained for (train/objectives.py) ---
+  a = c.task = ml_collections.ConfigDict()
+  a.name = 'lm'  # lm (decoder) | span_corruption (encoder_decoder or encoder) | classify
+  a.noise_density = 0.15  # span_corruption: share of tokens corrupted (T5)
+  a.mean_span_length = 3.0  # span_corruption: mean length of a corrupted span (T5)
+  a.label_field = 'label'  # classify: field (Parquet column) of the label; text: data.text_field
+  a.pooling = 'mean'  # classify: mean | first | last token of the backbone's output
+  a.init_from = ''  # classify: a run directory whose trained decoder/encoder starts the backbone
 
   # --- checkpoints (train/checkpoint.py): <run_dir>/checkpoints/<step>/, resumed automatically ---
   k = c.checkpoint = ml_collections.ConfigDict()

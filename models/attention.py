@@ -1,4 +1,8 @@
-"""Causal self-attention: multi-head, grouped-query or multi-query, with optional rotary positions.
+"""Self- and cross-attention: multi-head, grouped-query or multi-query, with optional rotary positions.
+
+Causal by default (the decoder); `causal=False` is the bidirectional attention of an encoder, a
+key mask `mask_BxS` (True: a real token) hides padding, and `context_BxSxD` makes it
+cross-attention (keys and values from an encoder's output, no rotary positions).
 
 Query heads are grouped over the K key/value heads (G = H // K queries share one K/V head);
 K = H is multi-head attention, K = 1 multi-query. Q/K/V kernels are column parallel (split on
@@ -40,9 +44,11 @@ class DecodeSlots(NamedTuple):
 class CausalSelfAttention(nn.Module):
   cfg: TransformerConfig
   deterministic: bool = True
+  causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None):
+  def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None,
+               mask_BxS: jax.Array | None = None, context_BxSxD: jax.Array | None = None):
     """The attention output; with a cache `layer_kv`, (output, the updated cache)."""
     cfg = self.cfg
     n_heads, n_kv, head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -50,13 +56,14 @@ class CausalSelfAttention(nn.Module):
     d = (cfg.d_model,)
     q_BxLxHxDh = DenseGeneral(cfg, d, (n_heads, head_dim), ('embed', 'heads', 'head_dim'),
                               mup.query_init_scale(cfg), name='query')(x_BxLxD)
+    kv_source = x_BxLxD if context_BxSxD is None else context_BxSxD
     k_BxLxKxDh = DenseGeneral(cfg, d, (n_kv, head_dim), ('embed', 'kv_heads', 'head_dim'),
-                              name='key')(x_BxLxD)
+                              name='key')(kv_source)
     v_BxLxKxDh = DenseGeneral(cfg, d, (n_kv, head_dim), ('embed', 'kv_heads', 'head_dim'),
-                              name='value')(x_BxLxD)
+                              name='value')(kv_source)
     q_BxLxHxDh = nn.with_logical_constraint(
         q_BxLxHxDh, ('act_batch', 'act_length', 'act_heads', None))
-    if cfg.position == 'rope':
+    if cfg.position == 'rope' and context_BxSxD is None:
       positions_BxL = None if slots is None else slots.positions(x_BxLxD.shape[1])
       q_BxLxHxDh = rotary(q_BxLxHxDh, cfg.rope_theta, positions_BxL, scaling_of(cfg))
       k_BxLxKxDh = rotary(k_BxLxKxDh, cfg.rope_theta, positions_BxL, scaling_of(cfg))
@@ -64,7 +71,11 @@ class CausalSelfAttention(nn.Module):
     # Query head h = k * G + g shares key/value head k.
     q_BxLxKxGxDh = rearrange(q_BxLxHxDh, 'b l (k g) d -> b l k g d', k=n_kv, g=groups)
     q_BxLxKxGxDh = q_BxLxKxGxDh * jnp.asarray(mup.attention_scale(cfg), q_BxLxKxGxDh.dtype)
-    if layer_kv is None:
+    masked = mask_BxS is not None or context_BxSxD is not None or not self.causal
+    if layer_kv is None and masked:
+      out_BxLxKxGxDh = masked_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh, mask_BxS,
+                                        self.causal and context_BxSxD is None)
+    elif layer_kv is None:
       out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
                                         cfg.attention_query_chunk, cfg.attention_impl)
     else:
@@ -139,3 +150,21 @@ def check_attention_platform(impl: str, platform: str) -> None:
   if impl == 'cudnn' and platform not in ('gpu', 'cuda'):
     raise UserError(f'model.attention_impl=cudnn needs an NVIDIA GPU but the devices are '
                     f'{platform}; use --config.model.attention_impl=chunked (or xla)')
+
+
+def masked_attention(q_BxLxKxGxDh: jax.Array, k_BxSxKxDh: jax.Array, v_BxSxKxDh: jax.Array,
+                     mask_BxS: jax.Array | None, causal: bool) -> jax.Array:
+  """softmax(q k^T) v where query i sees key j if mask_BxS[b, j] (None: every key) and, when
+  `causal`, j <= i: an encoder's bidirectional attention, cross-attention, padded decoders."""
+  length, keys = q_BxLxKxGxDh.shape[1], k_BxSxKxDh.shape[1]
+  scores_BxKxGxLxS = jnp.einsum('bqkgd,bskd->bkgqs', q_BxLxKxGxDh, k_BxSxKxDh,
+                                preferred_element_type=jnp.float32)
+  visible_BxLxS = jnp.ones((1, length, keys), bool)
+  if mask_BxS is not None:
+    visible_BxLxS = visible_BxLxS & mask_BxS[:, None, :].astype(bool)
+  if causal:
+    visible_BxLxS = visible_BxLxS & np.tril(np.ones((length, keys), dtype=bool))[None]
+  scores_BxKxGxLxS = jnp.where(visible_BxLxS[:, None, None], scores_BxKxGxLxS,
+                               jnp.finfo(jnp.float32).min)
+  probs_BxKxGxLxS = jax.nn.softmax(scores_BxKxGxLxS, axis=-1).astype(v_BxSxKxDh.dtype)
+  return jnp.einsum('bkgqs,bskd->bqkgd', probs_BxKxGxLxS, v_BxSxKxDh)

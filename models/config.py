@@ -19,11 +19,13 @@ REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETERIZATIONS = ('sp', 'mup')
 ATTENTION_IMPLS = ('chunked', 'xla', 'cudnn')
+KINDS = ('decoder', 'encoder', 'encoder_decoder')
 
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-  """Shape and choices of a decoder-only Transformer. Zero means "derive the default"."""
+  """Shape and choices of a Transformer. Zero means "derive the default"."""
+  kind: str = 'decoder'  # decoder | encoder (bidirectional) | encoder_decoder (T5-style)
   vocab_size: int = 256
   vocab_pad_multiple: int = 1  # embedding/logit rows rounded up to a multiple of this
   d_model: int = 256
@@ -103,9 +105,9 @@ def problems(values) -> list[str]:
   for name in ('vocab_size', 'vocab_pad_multiple', 'd_model', 'n_layers', 'n_heads', 'max_len'):
     if getattr(cfg, name) <= 0:
       out.append(f'model.{name}={getattr(cfg, name)} must be positive')
-  choices = (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('remat', REMAT_POLICIES),
-             ('dtype', DTYPES), ('param_dtype', DTYPES), ('parameterization', PARAMETERIZATIONS),
-             ('attention_impl', ATTENTION_IMPLS))
+  choices = (('kind', KINDS), ('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS),
+             ('remat', REMAT_POLICIES), ('dtype', DTYPES), ('param_dtype', DTYPES),
+             ('parameterization', PARAMETERIZATIONS), ('attention_impl', ATTENTION_IMPLS))
   for name, allowed in choices:
     if getattr(cfg, name) not in allowed:
       out.append(f'model.{name}={getattr(cfg, name)!r} is not one of {", ".join(allowed)}')

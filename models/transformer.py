@@ -5,6 +5,11 @@ With a KV cache (`cache=(k_NxBxSxKxDh, v_NxBxSxKxDh)` for the N layers, and the 
 of the new tokens; see models/decoding.py) it returns `(logits_BxTxV, updated cache)`.
 The block stack is either unrolled or an `nn.scan` over a leading 'layers' parameter axis;
 each block can be rematerialised with a named policy (`models/remat.py`).
+
+`model.kind='encoder'` makes the attention bidirectional (an encoder stack); `mask_BxL` hides
+padding tokens from attention, `context_BxSxD` (an encoder's output) adds a cross-attention
+sublayer to every block (the decoder of models/encoder_decoder.py), and `hidden=True` returns
+the final-norm activations [B, L, D] instead of logits (models/classifier.py pools them).
 """
 
 import flax.linen as nn
@@ -22,19 +27,27 @@ RESIDUAL_AXES = ('act_batch', 'act_length', 'act_embed')
 
 
 class Block(nn.Module):
-  """x + Attn(Norm(x)), then x + Mlp(Norm(x)); activations pinned after each sublayer."""
+  """x + Attn(Norm(x)), [x + CrossAttn(Norm(x), context)], then x + Mlp(Norm(x)); activations
+  pinned after each sublayer."""
   cfg: TransformerConfig
   deterministic: bool = True
+  causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None):
+  def __call__(self, x_BxLxD: jax.Array, layer_kv=None, slots: DecodeSlots | None = None,
+               mask_BxL=None, context_BxSxD=None, context_mask_BxS=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-    attn = CausalSelfAttention(cfg, self.deterministic, name='attn')
-    h = attn(Norm(cfg, name='attn_norm')(x_BxLxD), layer_kv, slots)
+    attn = CausalSelfAttention(cfg, self.deterministic, self.causal, name='attn')
+    h = attn(Norm(cfg, name='attn_norm')(x_BxLxD), layer_kv, slots, mask_BxL)
     if layer_kv is not None:
       h, layer_kv = h
     x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
+    if context_BxSxD is not None:
+      cross = CausalSelfAttention(cfg, self.deterministic, False, name='cross_attn')
+      h = cross(Norm(cfg, name='cross_norm')(x_BxLxD), mask_BxS=context_mask_BxS,
+                context_BxSxD=context_BxSxD)
+      x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
     h = Mlp(cfg, name='mlp')(Norm(cfg, name='mlp_norm')(x_BxLxD))
     x_BxLxD = nn.with_logical_constraint(x_BxLxD + drop(h), RESIDUAL_AXES)
     return x_BxLxD, layer_kv
@@ -45,8 +58,10 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array, deterministic: bool = True, cache=None,
-               slots: DecodeSlots | None = None):
+               slots: DecodeSlots | None = None, mask_BxL=None, context_BxSxD=None,
+               context_mask_BxS=None, hidden: bool = False):
     cfg = self.cfg
+    causal = cfg.kind != 'encoder'
     embed_init = nn.initializers.normal(cfg.init_std)
     table_VxD = param_with_axes(self, 'embedding', embed_init, (cfg.padded_vocab, cfg.d_model),
                                 ('vocab', 'embed'), cfg)
@@ -73,13 +88,18 @@ class Transformer(nn.Module):
     elif cfg.scan_layers:
       stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
                                                                         'dropout': True},
-                      length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_BxLxD, _ = stack(cfg, deterministic, name='layers')(x_BxLxD, None)
+                      in_axes=nn.broadcast, length=cfg.n_layers,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+      x_BxLxD, _ = stack(cfg, deterministic, causal, name='layers')(
+          x_BxLxD, None, None, mask_BxL, context_BxSxD, context_mask_BxS)
     else:
       for i in range(cfg.n_layers):
-        x_BxLxD, _ = block(cfg, deterministic, name=f'layer_{i}')(x_BxLxD)
+        x_BxLxD, _ = block(cfg, deterministic, causal, name=f'layer_{i}')(
+            x_BxLxD, None, None, mask_BxL, context_BxSxD, context_mask_BxS)
 
     x_BxLxD = Norm(cfg, name='final_norm')(x_BxLxD)
+    if hidden:
+      return x_BxLxD
     if cfg.tie_embeddings:
       x_NxD = rearrange(x_BxLxD, 'b l d -> (b l) d')  # 2-D matmul: faster on XLA:CPU
       logits_NxV = x_NxD @ table_VxD.astype(x_NxD.dtype).T

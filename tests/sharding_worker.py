@@ -38,7 +38,17 @@ MODELS = {
     'llama': dict(vocab_size=100, d_model=32, n_layers=2, n_heads=8, n_kv_heads=2, d_ff=64,
                   max_len=SEQ_LEN, norm='rmsnorm', position='rope', mlp='swiglu',
                   use_bias=False, tie_embeddings=False, scan_layers=True),
+    # T5 style: encoder-decoder on span corruption (cross-attention, scanned stacks), rotary,
+    # grouped-query attention, untied, padded vocabulary (its top ids are the sentinels).
+    't5': dict(kind='encoder_decoder', vocab_size=100, vocab_pad_multiple=8, d_model=32,
+               n_layers=2, n_heads=8, n_kv_heads=2, d_ff=64, max_len=SEQ_LEN, norm='rmsnorm',
+               position='rope', mlp='swiglu', tie_embeddings=False, scan_layers=True),
+    # BERT style: a bidirectional encoder classifier (padding masked, mean-pooled head).
+    'bert': dict(kind='encoder', vocab_size=100, vocab_pad_multiple=8, d_model=32, n_layers=2,
+                 n_heads=8, d_ff=128, max_len=SEQ_LEN, norm='layernorm', position='learned',
+                 mlp='gelu', use_bias=True, tie_embeddings=True),
 }
+TASKS = {'t5': dict(name='span_corruption'), 'bert': dict(name='classify', pooling='mean')}
 
 
 def tiny_config(model: str, rules: str = 'dp', mesh=(1, 1, 1), dcn_data: int = 1, **train):
@@ -46,6 +56,7 @@ def tiny_config(model: str, rules: str = 'dp', mesh=(1, 1, 1), dcn_data: int = 1
   from configs.base import get_config
   config = get_config()
   config.model.update(MODELS[model])
+  config.task.update(TASKS.get(model, {}))
   config.data.seq_len = SEQ_LEN
   config.train.update(dict(batch_size=BATCH, steps=100, **train))
   # Heavy-ball momentum: its trace is sharded optimizer state, and unlike Adam it keeps
@@ -58,8 +69,9 @@ def tiny_config(model: str, rules: str = 'dp', mesh=(1, 1, 1), dcn_data: int = 1
   return config
 
 
-def synthetic_batches(vocab_size: int, steps: int = STEPS):
-  """Fixed batches of a learnable sequence: token t+1 = (3 t + 1) mod vocab, random starts."""
+def synthetic_batches(vocab_size: int, steps: int = STEPS, classify: bool = False):
+  """Fixed batches of a learnable sequence: token t+1 = (3 t + 1) mod vocab, random starts.
+  `classify`: rows of random lengths padded with -1, labelled by their first token's parity."""
   import numpy as np
   rng = np.random.default_rng(1234)
   batches = []
@@ -68,6 +80,10 @@ def synthetic_batches(vocab_size: int, steps: int = STEPS):
     tokens[:, 0] = rng.integers(0, vocab_size, BATCH)
     for t in range(SEQ_LEN):
       tokens[:, t + 1] = (3 * tokens[:, t] + 1) % vocab_size
+    if classify:
+      lengths = rng.integers(3, SEQ_LEN + 1, BATCH)
+      tokens[:, :SEQ_LEN][np.arange(SEQ_LEN)[None, :] >= lengths[:, None]] = -1
+      tokens[:, -1] = tokens[:, 0] % 2
     batches.append(tokens)
   return batches
 
@@ -96,7 +112,8 @@ def run_job(job: dict, devices, initial_state=None):
   first = jax.process_index() * rows
   losses = []
   with exp.mesh_context():
-    for tokens in synthetic_batches(config.model.vocab_size):
+    for tokens in synthetic_batches(config.model.vocab_size,
+                                    classify=config.task.name == 'classify'):
       batch = jax.make_array_from_process_local_data(
           exp.batch_sharding, tokens[first:first + rows], tokens.shape)
       state, metrics = exp.train_step(state, batch)

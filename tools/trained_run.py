@@ -45,6 +45,9 @@ def load_run(run_dir, eval_batches: int | None = None, step: int | None = None) 
   if not run_dir.is_dir():
     raise UserError(f'{run_dir} is not a run directory; pass the --run_dir of a training run')
   config = load_run_config(run_dir)
+  if config.task.name != 'lm':  # bits/byte and sampling are a decoder language model's
+    raise UserError(f'{run_dir} trained task.name={config.task.name!r}; eval and sample take a '
+                    'language model run (a classifier: train.classify.predict)')
   if eval_batches is not None:
     if eval_batches < 1:
       raise UserError(f'--eval_batches={eval_batches} must be at least 1')

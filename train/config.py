@@ -21,7 +21,7 @@ import ml_collections
 from errors import UserError
 from models import config as model_config
 from models.counting import FLOPS_CONVENTIONS
-from train import optim, pruning
+from train import objectives, optim, pruning
 
 _TRUE = {'true', '1', 'yes', 'on'}
 _FALSE = {'false', '0', 'no', 'off'}
@@ -230,6 +230,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     found += scaling_problems(config.scaling)
   if 'prune' in config:
     found += pruning.problems(config.prune, config.train.steps)
+  if 'task' in config:
+    found += objectives.problems(config)
   return (found + data_problems(config.data) + cross_section_problems(config) +
           optim_problems(config.optim))
 

@@ -9,6 +9,10 @@ the logical axis names and the rule set (train/state.py), and `init_state()` cre
 directly sharded: no array is ever whole on one device. `abstract_state` is also the restore
 target of a checkpoint, on this or any other mesh.
 
+What the model is trained for comes from `config.task` (train/objectives.py): the model module
+(decoder, encoder, encoder-decoder, classifier) and the loss are the objective's; a classifier
+reads a labelled file (`labelled`, train/labelled.py) instead of a token corpus.
+
 The data part (the prepared corpus and its tokenizer) is optional: `build_experiment(config,
 with_data=False)` is all `launch.py memory`, `bench` and the sharding tests need, without
 preparing a corpus; `compile_train_step(exp)` compiles the step from shapes alone.
@@ -36,12 +40,15 @@ from models.config import TransformerConfig
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
 from sharding.rules import Rules, batch_axes, rules_for
+from train import labelled, objectives, pretrained
+from train.labelled import LabelledSet
 from train.mup import lr_multipliers
+from train.objectives import Objective
 from train.optim import make_optimizer, make_penalty
 from train.pruning import make_prune_fn
 from train.schedules import make_schedule
 from train.state import TrainState, make_init_fn, state_shardings
-from train.step import eval_step, train_step
+from train.step import LM, eval_step, train_step
 
 
 @dataclasses.dataclass
@@ -68,7 +75,9 @@ class Experiment:
   state_shardings: TrainState
   train_step: Callable  # jitted (state, batch) -> (state, metrics); donates the state
   eval_step: Callable  # jitted (params, batch) -> mean loss
-  corpus: Corpus | None  # None when built with_data=False
+  corpus: Corpus | None  # None when built with_data=False, or for a classifier
+  objective: Objective = LM
+  labelled: LabelledSet | None = None  # a classifier's data (with_data=True)
 
   @property
   def batch_sharding(self) -> NamedSharding:
@@ -80,9 +89,14 @@ class Experiment:
 
   def init_state(self) -> TrainState:
     """The initial state, created directly with `state_shardings`."""
-    init = make_init_fn(self.model_cfg, self.tx, self.config.seed, self.config.data.seq_len)
+    seq_len = self.config.data.seq_len
+    init = make_init_fn(self.model_cfg, self.tx, self.config.seed, seq_len,
+                        lambda rng: self.objective.init_params(self.model, rng, seq_len))
     with self.mesh_context():
-      return jax.jit(init, out_shardings=self.state_shardings)()
+      state = jax.jit(init, out_shardings=self.state_shardings)()
+    if self.config.task.init_from:  # a classifier starting from a trained run's backbone
+      state = state.replace(params=pretrained.with_backbone(self, state.params))
+    return state
 
   def global_batch(self, local_rows: np.ndarray) -> jax.Array:
     """This process's rows -> one global array sharded over the batch axes."""
@@ -91,12 +105,21 @@ class Experiment:
 
   def train_batch(self, step: int) -> jax.Array:
     t = self.config.train
+    if self.labelled is not None:
+      return self.global_batch(labelled.train_batch(
+          self.labelled.train_rows, self.config.seed, step, t.batch_size, jax.process_index(),
+          jax.process_count()))
     rows = loader.train_batch(self.corpus.train_tokens, self.config.seed, step, t.batch_size,
                               self.config.data.seq_len, jax.process_index(), jax.process_count())
     return self.global_batch(rows)
 
   def eval_batches(self):
     t = self.config.train
+    if self.labelled is not None:
+      for rows in labelled.eval_batches(self.labelled.validation_rows, t.batch_size,
+                                        jax.process_index(), jax.process_count()):
+        yield self.global_batch(rows)
+      return
     for rows in loader.eval_batches(self.corpus.validation_tokens, t.eval_batches, t.batch_size,
                                     self.config.data.seq_len, jax.process_index(),
                                     jax.process_count()):
@@ -150,6 +173,7 @@ def open_corpus(config, vocab_size: int, progress: bool) -> Corpus:
     raise UserError(f"the tokenizer has {manifest['vocab_size']:,} tokens but model.vocab_size="
                     f"{vocab_size:,}; set --config.model.vocab_size={manifest['vocab_size']} "
                     'or more')
+  objectives.check_vocabulary(config, manifest['vocab_size'])
   train_tokens = loader.open_split(directory, 'train', config.data.mirror_dir)
   validation_tokens = loader.open_split(directory, 'validation', config.data.mirror_dir)
   for split, tokens in (('train', train_tokens), ('validation', validation_tokens)):
@@ -160,12 +184,19 @@ def open_corpus(config, vocab_size: int, progress: bool) -> Corpus:
 
 
 def build_experiment(config, with_data: bool = True, progress: bool = True,
-                     devices=None) -> Experiment:
+                     devices=None, n_classes: int = 2) -> Experiment:
   """Everything a run needs, every user mistake reported before compute starts.
 
-  `devices` (default: all) lays the mesh over a subset; `with_data=False` skips the corpus."""
+  `devices` (default: all) lays the mesh over a subset; `with_data=False` skips the corpus (a
+  classifier then has `n_classes` classes; with data, its labelled file's)."""
+  if config.task.init_from:
+    pretrained.adopt_model(config)  # the backbone's shape and tokenizer are the trained run's
   model_cfg = TransformerConfig.from_dict(config.model)
-  model = Transformer(model_cfg)
+  objective = objectives.objective_of(config)
+  labelled_set = labelled.load_labelled(config) if with_data and objective.name == 'classify' \
+      else None
+  model = objectives.make_model(model_cfg, config.task,
+                                len(labelled_set.labels) if labelled_set else n_classes)
   mesh = build_mesh(config.mesh, devices)
   check_attention_platform(model_cfg.attention_impl, mesh.devices.flat[0].platform)
   rules, notes = rules_for(config.sharding.rules, dict(mesh.shape), logical_dims(model_cfg))
@@ -173,26 +204,30 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   steps, seq_len = config.train.steps, config.data.seq_len
   tx = make_optimizer(config.optim, steps, lr_multipliers(model_cfg, config.optim.name, seq_len))
   schedule = make_schedule(config.optim, steps)
+  init_params = functools.partial(objective.init_params, model, seq_len=seq_len)
   with mesh_and_rules(mesh, rules):
-    shapes = jax.eval_shape(make_init_fn(model_cfg, tx, config.seed, seq_len))
-    shardings = state_shardings(shapes, model_cfg, seq_len, mesh, rules)
+    shapes = jax.eval_shape(make_init_fn(model_cfg, tx, config.seed, seq_len, init_params))
+    shardings = state_shardings(shapes, model_cfg, seq_len, mesh, rules, init_params)
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                           shapes, shardings)
   batch = batch_sharding(mesh, rules)
   jitted_train_step = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        accum_steps=config.train.grad_accum_steps,
+                        accum_steps=config.train.grad_accum_steps, objective=objective,
                         penalty=make_penalty(config.optim),
                         prune=make_prune_fn(config.prune, steps) if 'prune' in config else None),
       in_shardings=(shardings, batch), out_shardings=(shardings, None),
       donate_argnums=(0,))
-  jitted_eval_step = jax.jit(functools.partial(eval_step, model=model),
+  jitted_eval_step = jax.jit(functools.partial(eval_step, model=model, objective=objective),
                              in_shardings=(shardings.params, batch))
-  corpus = open_corpus(config, model_cfg.vocab_size, progress) if with_data else None
+  corpus = None
+  if with_data and labelled_set is None:
+    corpus = open_corpus(config, model_cfg.vocab_size, progress)
   return Experiment(config=config, model_cfg=model_cfg, model=model, tx=tx, schedule=schedule,
                     mesh=mesh, rules=rules, notes=notes, abstract_state=abstract,
                     state_shardings=shardings, train_step=jitted_train_step,
-                    eval_step=jitted_eval_step, corpus=corpus)
+                    eval_step=jitted_eval_step, corpus=corpus, objective=objective,
+                    labelled=labelled_set)
 
 
 def compile_train_step(exp: Experiment):

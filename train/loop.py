@@ -32,6 +32,7 @@ from sharding.distributed import initialize as initialize_distributed
 from sharding.platform import report_platform
 from storage import as_path
 from train import checkpoint
+from train.classify import final_report, write_labels
 from train.decisions import (EARLY, PREEMPTED, PRUNED, EarlyStopping, decide, plan_step,
                              too_many_bad_steps)
 from train.evaluation import LN2, bits_per_byte, evaluate, sample_text
@@ -154,6 +155,8 @@ def _open_run(exp: Experiment, run_dir: epath.Path, manager, start_step: int, lo
   config, is_main = exp.config, jax.process_index() == 0
   if is_main:
     write_run_config(run_dir, config)
+    if exp.labelled is not None:
+      write_labels(run_dir, exp.labelled.labels)
   writer = MetricsWriter(run_dir, enabled=is_main, resume_step=start_step)
   t = config.train
   progress = Progress(start_step, t.steps, t.log_every, enabled=progress_enabled and is_main)
@@ -256,6 +259,8 @@ def _final_evaluation(run: _Run, state) -> float:
 def _finish(run: _Run, state, validation_loss: float) -> dict:
   """The summary of the run, written with its loss plot and sample (process 0)."""
   exp, t = run.exp, run.exp.config.train
+  if exp.objective.name != 'lm':  # span corruption's loss is per target, a classifier's per text
+    return _finish_task(run, state, validation_loss)
   manifest, final_step = exp.corpus.manifest, int(state.step)
   splits, last_loss, meter = manifest['splits'], run.log.last_loss, run.log.meter
   summary = {
@@ -285,6 +290,25 @@ def _finish(run: _Run, state, validation_loss: float) -> dict:
   return summary
 
 
+def _finish_task(run: _Run, state, validation_loss: float) -> dict:
+  """The summary of a run that is not a language model's (no bits/byte, no sample); a
+  classifier's adds its validation scores (train/classify.py writes the report and PNG)."""
+  meter, final_step = run.log.meter, int(state.step)
+  summary = {'steps': final_step, 'train_loss': run.log.last_loss,
+             'validation_loss': validation_loss, 'tokens_per_s': meter.tokens_per_s,
+             'mfu': meter.mfu(meter.peak.refresh()), 'mfu_of': meter.peak.label,
+             'wall_s': time.perf_counter() - run.started,
+             'skipped_steps': int(state.skipped_steps), 'task': run.exp.objective.name}
+  if run.exp.labelled is not None:
+    summary.update(final_report(run.exp, state.params, run.run_dir))
+  if jax.process_index() == 0:
+    run.writer.write('summary', final_step, {k: v for k, v in summary.items()
+                                             if k not in ('scores_table', 'task', 'mfu_of')})
+    plot_losses(run.run_dir)
+  run.writer.close()
+  return summary
+
+
 def format_summary(summary: dict, run_dir: epath.Path) -> str:
   """The end-of-run report printed to the console."""
   lines = [
@@ -292,12 +316,22 @@ def format_summary(summary: dict, run_dir: epath.Path) -> str:
           f"({summary['tokens_per_s']:,.0f} tokens/s, "
           f"MFU {100 * summary['mfu']:.1f}% of {summary['mfu_of']})"
           if summary['tokens_per_s'] else '(no steps left to train: evaluated the checkpoint)'),
-      f"train loss      {summary['train_loss']:.4f} nats/token  "
-      f"{summary['train_bits_per_byte']:.3f} bits/byte",
-      f"validation loss {summary['validation_loss']:.4f} nats/token  "
-      f"{summary['validation_bits_per_byte']:.3f} bits/byte  "
-      f"(unigram baseline {summary['unigram_bits_per_byte']:.3f} bits/byte)",
   ]
+  if 'task' in summary:  # span corruption (nats per target token) or a classifier (per text)
+    unit = 'nats/text' if 'accuracy' in summary else 'nats/target token'
+    lines += [f"train loss      {summary['train_loss']:.4f} {unit}",
+              f"validation loss {summary['validation_loss']:.4f} {unit}"]
+    if 'accuracy' in summary:
+      lines += [f"validation ({summary['validation_texts']} texts):", summary['scores_table'],
+                f'report: {run_dir}/classification.json, confusion_matrix.png']
+  else:
+    lines += [
+        f"train loss      {summary['train_loss']:.4f} nats/token  "
+        f"{summary['train_bits_per_byte']:.3f} bits/byte",
+        f"validation loss {summary['validation_loss']:.4f} nats/token  "
+        f"{summary['validation_bits_per_byte']:.3f} bits/byte  "
+        f"(unigram baseline {summary['unigram_bits_per_byte']:.3f} bits/byte)",
+    ]
   if summary.get('skipped_steps'):
     lines.append(f"skipped {summary['skipped_steps']} steps with a non-finite loss or gradient")
   if 'sample' in summary:

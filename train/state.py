@@ -29,9 +29,11 @@ class TrainState:
   skipped_steps: jax.Array  # int32 scalar: updates skipped for non-finite loss or gradient
 
 
-def logical_param_specs(model_cfg: TransformerConfig, seq_len: int):
-  """A tree of PartitionSpecs in logical axis names, one per parameter."""
-  boxed = jax.eval_shape(lambda: init_params(model_cfg, jax.random.PRNGKey(0), seq_len))
+def logical_param_specs(model_cfg: TransformerConfig, seq_len: int, init=None):
+  """A tree of PartitionSpecs in logical axis names, one per parameter; `init(rng)` gives the
+  boxed parameters of another model than the decoder (train/objectives.py)."""
+  init = init or (lambda rng: init_params(model_cfg, rng, seq_len))
+  boxed = jax.eval_shape(lambda: init(jax.random.PRNGKey(0)))
   return nn.get_partition_spec(boxed)
 
 
@@ -60,11 +62,11 @@ def _mirror_param_shardings(tree, param_shardings, param_shapes, replicated):
 
 
 def state_shardings(abstract_state: TrainState, model_cfg: TransformerConfig, seq_len: int,
-                    mesh: Mesh, rules) -> TrainState:
+                    mesh: Mesh, rules, init=None) -> TrainState:
   """NamedShardings for every leaf of the state (call inside the mesh/rules context)."""
   replicated = NamedSharding(mesh, PartitionSpec())
-  param_shardings = nn.logical_to_mesh_sharding(logical_param_specs(model_cfg, seq_len), mesh,
-                                                rules)
+  param_shardings = nn.logical_to_mesh_sharding(logical_param_specs(model_cfg, seq_len, init),
+                                                mesh, rules)
   opt_shardings = _mirror_param_shardings(abstract_state.opt_state, param_shardings,
                                           abstract_state.params, replicated)
   return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
@@ -72,11 +74,14 @@ def state_shardings(abstract_state: TrainState, model_cfg: TransformerConfig, se
 
 
 def make_init_fn(model_cfg: TransformerConfig, tx: optax.GradientTransformation, seed: int,
-                 seq_len: int):
-  """A pure function () -> TrainState with freshly initialised parameters."""
+                 seq_len: int, init_params_fn=None):
+  """A pure function () -> TrainState with freshly initialised parameters (`init_params_fn(rng)`
+  when given, else the decoder's)."""
+  init_params_fn = init_params_fn or (lambda rng: init_params(model_cfg, rng, seq_len))
+
   def init() -> TrainState:
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = nn.meta.unbox(init_params(model_cfg, params_rng, seq_len))
+    params = nn.meta.unbox(init_params_fn(params_rng))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=dropout_rng, skipped_steps=jnp.zeros((), jnp.int32))
   return init

@@ -4,6 +4,11 @@ A batch is int32 tokens [B, L+1]: inputs are tokens[:, :-1], targets tokens[:, 1
 accumulation splits the batch into micro-batches (interleaved rows, so each micro-batch stays
 spread over every data-parallel device) and sums their gradients in a `lax.scan`.
 
+What the batch is trained for is the `Objective` (train/objectives.py, from `config.task`): it
+turns the whole batch into the model's examples (span corruption draws its noise from the state's
+rng and the step) before the micro-batches are split, and gives their loss. Next-token
+prediction, the default, goes through `loss_fn` below unchanged.
+
 A step whose loss or gradient is not finite leaves params and optimizer state untouched and is
 counted in `skipped_steps`. Two counts then differ, each with one meaning:
 - `state.step` counts steps taken, applied or skipped: it is the data position (step N trains on
@@ -31,7 +36,11 @@ from einops import rearrange
 
 from models.quantize import dequantize_params
 from models.transformer import Transformer
+from train.objectives import Objective
 from train.state import TrainState
+
+LM = Objective()  # next-token prediction
+EXAMPLES_STREAM = 1 << 30  # folded into the state's rng for the task's own randomness
 
 
 def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
@@ -41,29 +50,33 @@ def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
 
 
 def loss_fn(params, model: Transformer, tokens_BxLp1: jax.Array, dropout_rng: jax.Array,
-            deterministic: bool) -> jax.Array:
+            deterministic: bool, objective: Objective = LM) -> jax.Array:
   params = dequantize_params(params)  # int8 params (models/quantize.py); float ones unchanged
+  if objective.name != 'lm':
+    return objective.loss(params, model, tokens_BxLp1, dropout_rng, deterministic)
   logits = model.apply({'params': params}, tokens_BxLp1[:, :-1], deterministic=deterministic,
                        rngs={'dropout': dropout_rng})
   return cross_entropy(logits, tokens_BxLp1[:, 1:])
 
 
-def _split_microbatches(tokens_BxLp1: jax.Array, accum_steps: int) -> jax.Array:
-  """[B, L+1] -> [A, B/A, L+1], micro-batch a holding rows a, a+A, a+2A, ..."""
-  return rearrange(tokens_BxLp1, '(n a) t -> a n t', a=accum_steps)
+def _split_microbatches(tokens_BxLp1, accum_steps: int):
+  """[B, ...] -> [A, B/A, ...] (every array of a batch), micro-batch a holding rows a, a+A, ..."""
+  return jax.tree.map(lambda rows: rearrange(rows, '(n a) ... -> a n ...', a=accum_steps),
+                      tokens_BxLp1)
 
 
-def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int):
+def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int,
+                   objective: Objective = LM):
   """Mean loss and gradient over the batch, accumulated over `accum_steps` micro-batches."""
   deterministic = model.cfg.dropout == 0.0
   grad_fn = jax.value_and_grad(loss_fn)
   if accum_steps == 1:
-    return grad_fn(params, model, tokens_BxLp1, dropout_rng, deterministic)
+    return grad_fn(params, model, tokens_BxLp1, dropout_rng, deterministic, objective)
 
   def accumulate(carry, micro):
     loss_sum, grad_sum, index = carry
     rng = jax.random.fold_in(dropout_rng, index)
-    loss, grads = grad_fn(params, model, micro, rng, deterministic)
+    loss, grads = grad_fn(params, model, micro, rng, deterministic, objective)
     return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), index + 1), None
 
   zeros = jax.tree.map(jnp.zeros_like, params)
@@ -75,11 +88,13 @@ def loss_and_grads(params, model, tokens_BxLp1, dropout_rng, accum_steps: int):
 
 def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer,
                tx: optax.GradientTransformation, schedule, accum_steps: int,
-               penalty=None, prune=None):
+               objective: Objective = LM, penalty=None, prune=None):
   """One optimizer update. Returns the new state and scalar metrics."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
   applied_updates = state.step - state.skipped_steps  # optax's count: the schedule's position
-  loss, grads = loss_and_grads(state.params, model, tokens_BxLp1, dropout_rng, accum_steps)
+  examples_rng = jax.random.fold_in(jax.random.fold_in(state.rng, EXAMPLES_STREAM), state.step)
+  batch = objective.examples(tokens_BxLp1, examples_rng)
+  loss, grads = loss_and_grads(state.params, model, batch, dropout_rng, accum_steps, objective)
   extra = {}
   if penalty is not None:
     extra['penalty'], penalty_grads = penalty(state.params)
@@ -101,6 +116,9 @@ def train_step(state: TrainState, tokens_BxLp1: jax.Array, *, model: Transformer
   return new_state, metrics
 
 
-def eval_step(params, tokens_BxLp1: jax.Array, *, model: Transformer) -> jax.Array:
-  """Mean validation loss (nats/token) of one batch, without dropout."""
-  return loss_fn(params, model, tokens_BxLp1, jax.random.PRNGKey(0), deterministic=True)
+def eval_step(params, tokens_BxLp1: jax.Array, *, model: Transformer,
+              objective: Objective = LM) -> jax.Array:
+  """Mean validation loss (nats/token, or per text) of one batch, without dropout; span
+  corruption draws the same noise for every evaluation."""
+  batch = objective.examples(tokens_BxLp1, jax.random.PRNGKey(0))
+  return loss_fn(params, model, batch, jax.random.PRNGKey(0), True, objective)
