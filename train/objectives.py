@@ -122,6 +122,12 @@ def problems(config) -> list[str]:
                'last')
   if task.name == 'classify' and not task.label_field:
     out.append('task.label_field is empty; name the field (or Parquet column) holding the label')
+  if task.name == 'classify' and config.train.init_from and not task.init_from:
+    out.append('a classifier starts from a trained run with task.init_from (its backbone), not '
+               'train.init_from; use --config.task.init_from')
+  if task.init_from and config.train.init_from:
+    out.append('task.init_from (a classifier backbone) and train.init_from (a whole model to '
+               'fine-tune) are both set; keep one')
   if task.init_from and task.name != 'classify':
     out.append('task.init_from starts a classifier from a trained run; set task.name=classify '
                'or clear task.init_from')
