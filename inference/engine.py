@@ -99,10 +99,18 @@ class ClassifierEngine:
 
 
 def classifier_predict(config, run_dir) -> Callable[[list[str]], list[dict]] | None:
-  """The classifier's predict with `run_dir` bound, or None for a language model. Language
-  models are all this tree trains today: a classification run type adds its test here."""
-  del config, run_dir
-  return None
+  """The classifier's predict with `run_dir` bound (loaded once), or None for a run that is not
+  a classifier (task.name != 'classify')."""
+  if 'task' not in config or config.task.name != 'classify':
+    return None
+  from train import classify  # pylint: disable=import-outside-toplevel
+  loaded = classify.load_classifier(run_dir)
+
+  def predict(texts: list[str]) -> list[dict]:
+    labels, probabilities = classify.predict(run_dir, texts, loaded)
+    return [{'label': label, 'probability': float(row.max())}
+            for label, row in zip(labels, probabilities)]
+  return predict
 
 
 def load_engine(run_dir, quantize: str | None = None):

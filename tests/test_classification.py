@@ -2,16 +2,20 @@
 checks, and a tiny encoder classifier trained with `launch.py train` and used through
 `train.classify.predict`; a classifier started from a trained decoder run (`task.init_from`)."""
 
+import asyncio
 import json
 
 import jax
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 import launch
 from configs.base import get_config
 from data.split import validation_names
 from errors import UserError
+from inference.engine import load_engine
+from inference.server import make_app
 from tests.test_bad_input import assert_one_line_error
 from tests.tiny_run import tiny_flags, write_corpus
 from train import classify
@@ -204,3 +208,31 @@ def test_a_classifier_starts_from_a_trained_decoder(trained):
     lm_state, _, _ = restore_latest(checkpoint_dir(lm_dir), lm_exp.abstract_state)
   jax.tree.map(np.testing.assert_array_equal, state.params['backbone'], lm_state.params)
   assert set(state.params) == {'backbone', 'head'}
+
+
+@pytest.mark.slow
+def test_generate_and_serve_classify_with_the_trained_classifier(trained):
+  """`generate` and `serve`'s /v1/classify on a real classifier run give `predict`'s labels."""
+  tmp_path, run_dir, records = trained
+  texts = [r['text'] for r in records[:5]]
+  expected, _ = classify.predict(run_dir, texts)
+  source, out = tmp_path / 'texts.jsonl', tmp_path / 'labels.jsonl'
+  source.write_text(''.join(json.dumps({'text': t}) + '\n' for t in texts))
+  assert launch.main(['generate', '--run_dir', str(run_dir), '--input', str(source),
+                      '--output', str(out), '--batch_size', '2', '--no_progress']) == 0
+  assert [json.loads(l)['label'] for l in out.read_text().splitlines()] == expected
+
+  async def classify_all():
+    async with TestClient(TestServer(make_app(load_engine(run_dir), wait_ms=50))) as client:
+      answers = await asyncio.gather(*[client.post('/v1/classify', json={'text': t})
+                                       for t in texts])
+      results = [await a.json() for a in answers]
+      wrong = await client.post('/v1/completions', json={'prompt': 'a'})
+      health = await (await client.get('/health')).json()
+      return results, wrong.status, await wrong.json(), health
+
+  results, status, wrong, health = asyncio.run(classify_all())
+  assert [r['label'] for r in results] == expected
+  assert max(r['batch_size'] for r in results) > 1  # concurrent texts shared a batch
+  assert status == 400 and 'POST to /v1/classify' in wrong['error']
+  assert health['status'] == 'ok' and health['kind'] == 'classification'

@@ -1,14 +1,13 @@
 """`launch.py generate`: batched completions equal to `sample`'s, a run interrupted mid-file and
 started again ending with the same file as an uninterrupted one (greedy and sampled), input
-mistakes as one-line errors, and a classifier engine through the same command."""
+mistakes as one-line errors (a classifier run through `generate`: tests/test_classification.py)."""
 
 import json
 
 import pytest
 
 import launch
-from inference import batch_file, engine as engine_module
-from inference.engine import ClassifierEngine, CompletionEngine
+from inference.engine import CompletionEngine
 from tests.tiny_run import shared_trained_run  # noqa: F401  pylint: disable=unused-import
 
 PROMPTS = ['def ', 'def function_1', 'return x', '', 'class A:\n', '    ', 'x = 1']
@@ -77,16 +76,3 @@ def test_generate_input_mistakes_are_one_line_errors(shared_trained_run, tmp_pat
   other.write_text(json.dumps({'prompt': 'something else', 'completion': 'x'}) + '\n')
   assert generate(shared_trained_run, write_prompts(tmp_path, ['a']), other) == 2
   assert 'is not the result of record 1' in capsys.readouterr().err
-
-
-def test_generate_with_a_classifier_engine(tmp_path, monkeypatch):
-  def predict(texts):  # a stand-in classifier: the plumbing is what is tested here
-    return [{'label': 'long' if len(t) > 3 else 'short', 'probability': 1.0} for t in texts]
-  monkeypatch.setattr(batch_file, 'load_engine', lambda run_dir, quantize: ClassifierEngine(
-      predict))
-  source = tmp_path / 'texts.jsonl'
-  source.write_text(''.join(json.dumps({'text': t}) + '\n' for t in ['a', 'abcdef', 'xyz']))
-  out = tmp_path / 'labels.jsonl'
-  assert batch_file.generate_file('unused', source, out, None, 2, None, progress=False) == 0
-  assert [r['label'] for r in read(out)] == ['short', 'long', 'short']
-  assert engine_module.ClassifierEngine.kind == 'classification'

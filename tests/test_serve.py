@@ -1,9 +1,8 @@
 """`launch.py serve` in a subprocess on a free port: health, a completion equal to `sample`'s
 greedy output, malformed requests answered 4xx with the server still up, concurrent requests
-decoded as one batch, and SIGTERM finishing a request in flight; the classification endpoint
-with a stand-in classifier, in process."""
+decoded as one batch, and SIGTERM finishing a request in flight (the classification endpoint on a
+real classifier run: tests/test_classification.py)."""
 
-import asyncio
 import concurrent.futures
 import json
 import signal
@@ -14,11 +13,8 @@ import urllib.request
 
 import portpicker
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 import launch
-from inference.engine import ClassifierEngine
-from inference.server import make_app
 from tests.tiny_run import ROOT, cli_command, cli_env
 from tests.tiny_run import shared_trained_run  # noqa: F401  pylint: disable=unused-import
 
@@ -125,23 +121,3 @@ def test_sigterm_finishes_the_request_in_flight(server):
   assert status == 200 and len(answer['completion']) > 0
   assert process.wait(timeout=60) == 0
   assert 'server stopped' in process.stdout.read()
-
-
-def test_the_classification_endpoint_serves_a_classifier():
-  def predict(texts):
-    return [{'label': 'long' if len(t) > 3 else 'short'} for t in texts]
-
-  async def scenario():
-    async with TestClient(TestServer(make_app(ClassifierEngine(predict, step=7),
-                                              wait_ms=50))) as client:
-      answers = await asyncio.gather(*[client.post('/v1/classify', json={'text': t})
-                                       for t in ('abcdef', 'ab')])
-      results = [await a.json() for a in answers]
-      wrong = await client.post('/v1/completions', json={'prompt': 'a'})
-      health = await (await client.get('/health')).json()
-      return results, wrong.status, await wrong.json(), health
-
-  results, status, wrong, health = asyncio.run(scenario())
-  assert results == [{'label': 'long', 'batch_size': 2}, {'label': 'short', 'batch_size': 2}]
-  assert status == 400 and 'POST to /v1/classify' in wrong['error']
-  assert health == {'status': 'ok', 'kind': 'classification', 'step': 7}
