@@ -42,7 +42,7 @@ train: $(STAMP)
 	$(VENV)/bin/python launch.py train --config configs/tiny.py
 
 test: $(TEST_STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/python launch.py bench --config configs/tiny.py
