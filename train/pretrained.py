@@ -34,16 +34,13 @@ def _source_config(config):
 
 def adopt_model(config) -> None:
   """Sets config.model and config.data.tokenizer to those of the run in task.init_from."""
-  from data.prepare import corpus_path  # pylint: disable=import-outside-toplevel
+  from train.init_from import tokenizer_of_run  # pylint: disable=import-outside-toplevel
   source_config = _source_config(config)
   for key, value in source_config.model.items():
     config.model[key] = value
   if config.model.kind == 'encoder_decoder':
     config.model.kind = 'encoder'
-  tokenizer = source_config.data.tokenizer
-  if tokenizer == 'bpe':
-    tokenizer = str(corpus_path(source_config.data) / 'tokenizer.json')
-  config.data.tokenizer = tokenizer
+  config.data.tokenizer = tokenizer_of_run(source_config)
 
 
 def with_backbone(exp, params):
