@@ -25,6 +25,7 @@ from einops import rearrange
 
 from errors import UserError
 from models import mup
+from models.blocked_attention import blocked_causal_attention
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
 from models.rope import scaling_of
@@ -118,10 +119,10 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
                      query_chunk: int, impl: str = 'chunked') -> jax.Array:
   """softmax(q k^T + causal mask) v (q already scaled), computed as `impl` says:
 
-  chunked  here, over blocks of `query_chunk` queries (0: one block). Queries in block c only
-           attend to keys 0 .. (c+1)*chunk - 1, so the masked-out upper blocks are never
-           computed: with C blocks the work is (C+1)/2C of the full square. Exact, not an
-           approximation: every block is an ordinary masked softmax over all the keys it can see.
+  chunked  over blocks of `query_chunk` queries (0: one block), head-major, with a hand-written
+           backward (models/blocked_attention.py). Queries in block c only attend to keys
+           0 .. (c+1)*chunk - 1, so the masked-out upper blocks are never computed: with C blocks
+           the work is (C+1)/2C of the full square. Exact, not an approximation.
   xla      `jax.nn.dot_product_attention(implementation='xla')`: the full square, masked.
   cudnn    the same call with implementation='cudnn': cuDNN's fused (flash) attention on an
            NVIDIA GPU, bfloat16 or float16 only (`check_attention_platform` says so up front).
@@ -131,18 +132,10 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
     out_BxLxHxDh = jax.nn.dot_product_attention(  # jax groups them
         q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, scale=1.0, is_causal=True, implementation=impl)
     return rearrange(out_BxLxHxDh, 'b l (k g) d -> b l k g d', k=k_BxLxKxDh.shape[2])
-  length = q_BxLxKxGxDh.shape[1]
-  chunk = query_chunk if 0 < query_chunk < length and length % query_chunk == 0 else length
-  outputs = []
-  for start in range(0, length, chunk):
-    end = start + chunk
-    scores_BxKxGxCxS = jnp.einsum('bqkgd,bskd->bkgqs', q_BxLxKxGxDh[:, start:end],
-                                  k_BxLxKxDh[:, :end], preferred_element_type=jnp.float32)
-    causal_CxS = np.tril(np.ones((chunk, end), dtype=bool), k=start)
-    scores_BxKxGxCxS = jnp.where(causal_CxS, scores_BxKxGxCxS, jnp.finfo(jnp.float32).min)
-    probs_BxKxGxCxS = jax.nn.softmax(scores_BxKxGxCxS, axis=-1).astype(v_BxLxKxDh.dtype)
-    outputs.append(jnp.einsum('bkgqs,bskd->bqkgd', probs_BxKxGxCxS, v_BxLxKxDh[:, :end]))
-  return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
+  out_BxKxGxLxDh = blocked_causal_attention(
+      jnp.transpose(q_BxLxKxGxDh, (0, 2, 3, 1, 4)), jnp.transpose(k_BxLxKxDh, (0, 2, 1, 3)),
+      jnp.transpose(v_BxLxKxDh, (0, 2, 1, 3)), query_chunk)
+  return jnp.transpose(out_BxKxGxLxDh, (0, 3, 1, 2, 4))
 
 
 def check_attention_platform(impl: str, platform: str) -> None:

@@ -36,6 +36,49 @@ def test_blocked_causal_attention_matches_reference(chunk, kv_heads):
                              rtol=1e-5, atol=1e-5)
 
 
+
+def reference_attention_grads(q_BxLxHxD, k_BxLxKxD, v_BxLxKxD, dout_BxLxHxD):
+  """Gradients of sum(attention * dout) w.r.t. q, k, v, row by row in float64 from the softmax
+  derivative: p = softmax(s), o = p V; dV += p dout^T, dp = V dout, ds = p (dp - p.dp),
+  dq = K^T ds, dK += ds q^T."""
+  batch, length, heads, _ = q_BxLxHxD.shape
+  groups = heads // k_BxLxKxD.shape[2]
+  dq, dk, dv = (np.zeros(x.shape) for x in (q_BxLxHxD, k_BxLxKxD, v_BxLxKxD))
+  for b in range(batch):
+    for h in range(heads):
+      kv = h // groups
+      for t in range(length):
+        keys, values = k_BxLxKxD[b, :t + 1, kv].astype(np.float64), v_BxLxKxD[b, :t + 1, kv]
+        scores = keys @ q_BxLxHxD[b, t, h]
+        probs = np.exp(scores - scores.max())
+        probs /= probs.sum()
+        dv[b, :t + 1, kv] += np.outer(probs, dout_BxLxHxD[b, t, h])
+        dprobs = values @ dout_BxLxHxD[b, t, h]
+        dscores = probs * (dprobs - probs @ dprobs)
+        dq[b, t, h] = keys.T @ dscores
+        dk[b, :t + 1, kv] += np.outer(dscores, q_BxLxHxD[b, t, h])
+  return dq, dk, dv
+
+
+@pytest.mark.parametrize('chunk', [0, 4, 5])
+@pytest.mark.parametrize('kv_heads', [4, 2, 1])
+def test_blocked_causal_attention_gradients_match_reference(chunk, kv_heads):
+  """The hand-written backward of the blocked path (models/blocked_attention.py) against the
+  float64 softmax derivative."""
+  rng = np.random.default_rng(3)
+  batch, length, heads, dim = 2, 16, 4, 8
+  q = rng.standard_normal((batch, length, heads, dim)).astype(np.float32)
+  k = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
+  v = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
+  dout = rng.standard_normal(q.shape).astype(np.float32)
+  grouped = (batch, length, kv_heads, heads // kv_heads, dim)
+
+  def weighted(q, k, v):
+    return (causal_attention(q.reshape(grouped), k, v, chunk).reshape(q.shape) * dout).sum()
+  grads = jax.jit(jax.grad(weighted, argnums=(0, 1, 2)))(q, k, v)
+  for got, expected in zip(grads, reference_attention_grads(q, k, v, dout)):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
 @pytest.mark.parametrize('kv_heads', [4, 2, 1])
 def test_attention_layer_splits_and_merges_heads_like_the_reference(kv_heads):
   """The whole layer (projections, grouping of query heads over K/V heads, merge, output
