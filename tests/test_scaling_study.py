@@ -18,7 +18,7 @@ def study_flags(tmp_path) -> list[str]:
       'data.validation_fraction': 0.1, 'data.seq_len': 32, 'model.max_len': 32,
       'train.batch_size': 8, 'train.eval_batches': 2, 'train.log_every': 5,
       'checkpoint.every': 0, 'optim.warmup_steps': 5,
-      'study.budgets': '3e9,1e10', 'study.sizes': 3, 'study.min_params': 1e4,
+      'study.budgets': '1e9,3e9', 'study.sizes': 3, 'study.min_params': 1e4,
       'study.max_params': 1.2e5, 'study.min_steps': 10, 'study.samples': 5,
       'study.lbfgs_starts': 3,
   }
@@ -40,7 +40,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
   write_corpus(tmp_path)
   assert launch.main(study_flags(tmp_path) + ['--dry_run']) == 0
   out = capsys.readouterr().out
-  assert 'runs (FLOPs per token by chinchilla)' in out and 'C3.00e09_L1_d32' in out
+  assert 'runs (FLOPs per token by chinchilla)' in out and 'C1.00e09_L1_d32' in out
   assert not (tmp_path / 'runs').exists()
 
 

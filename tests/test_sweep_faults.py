@@ -19,8 +19,15 @@ from tests.sweep_helpers import (by_state, finish, load_study, records, start_sw
                                  wait_for, write_sweep_config)
 from tests.tiny_run import snapshot
 
-LONG_TRIAL = {'train.steps': 300, 'checkpoint.every': 20, 'train.eval_every': 100,
+LONG_TRIAL = {'train.steps': 300, 'checkpoint.every': 50, 'train.eval_every': 100,
               'train.log_every': 10}
+FIRST_CHECKPOINT = LONG_TRIAL['checkpoint.every']
+
+
+def _compile_cache_env(tmp_path):
+  return {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'compile_cache'),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
 
 
 def _checkpoint_done(run_dir, step):
@@ -35,7 +42,7 @@ def test_a_sigkilled_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
   uninterrupted = start_sweep(reference)  # the same trial, never killed, alongside
   worker = start_sweep(config)
   run_dir = sweep_dir(tmp_path) / 'trial_0000'
-  wait_for(_checkpoint_done(run_dir, 20), 240, worker, 'the first checkpoint')
+  wait_for(_checkpoint_done(run_dir, FIRST_CHECKPOINT), 240, worker, 'the first checkpoint')
   os.kill(worker.pid, signal.SIGKILL)
   code, _, _ = finish(worker)
   assert code == -signal.SIGKILL
@@ -81,9 +88,13 @@ def test_a_sigkilled_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_sigterm_hands_the_trial_back_and_the_same_command_finishes_it(tmp_path):
   config = write_sweep_config(tmp_path, {'optim.lr': 'choice(1e-2, 3e-3)'}, run=LONG_TRIAL)
-  worker = start_sweep(config)
+  # The two commands run one after the other (the first has exited when the second starts), so
+  # they can share a persistent compilation cache: the second loads trial 0's executables
+  # instead of compiling them again (the same executables: no number changes).
+  cache = _compile_cache_env(tmp_path)
+  worker = start_sweep(config, env=cache)
   run_dir = sweep_dir(tmp_path) / 'trial_0000'
-  wait_for(_checkpoint_done(run_dir, 20), 240, worker, 'the first checkpoint')
+  wait_for(_checkpoint_done(run_dir, FIRST_CHECKPOINT), 240, worker, 'the first checkpoint')
   os.kill(worker.pid, signal.SIGTERM)
   code, out, err = finish(worker)
   assert code == 75, err[-3000:]
@@ -99,7 +110,7 @@ def test_sigterm_hands_the_trial_back_and_the_same_command_finishes_it(tmp_path)
   assert 'preempted' in handed_back.user_attrs['reason']
   assert queued.params == handed_back.params
 
-  code, out, err = finish(start_sweep(config))
+  code, out, err = finish(start_sweep(config, env=cache))
   assert code == 0, err[-3000:]
   assert f'resuming from step {stopped_at}' in out
   states = by_state(load_study(tmp_path))
