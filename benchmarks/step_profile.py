@@ -25,6 +25,7 @@ import collections
 import glob
 import gzip
 import json
+import math
 import os
 import re
 import sys
@@ -57,13 +58,13 @@ def _shape(text: str) -> list[int]:
 
 
 def hlo_ops(hlo_text: str) -> dict[str, dict]:
-  """{instruction name: {'shape', 'op_name', 'flops', 'dots'}} of the entry's fusions and dots;
-  'flops' counts the matrix products inside (2 x output elements x contracted size)."""
+  """{instruction name: {'shape', 'op_name', 'flops', 'dots'}} of every instruction; 'flops'
+  counts the matrix products inside it or its fused computation (2 x output x contracted)."""
   computations = {m.group(1): m.group(0) for m in
                   re.finditer(r'^%(\S+) .*?^}', hlo_text, re.S | re.M)}
   ops = {}
   for m in _INSTRUCTION.finditer(hlo_text):
-    name, _, shape, opcode = m.groups()
+    name, _, shape, _ = m.groups()
     line = hlo_text[m.start():hlo_text.find('\n', m.start())]
     called = re.search(r'calls=%([^,\s]+)', line)
     op_name = re.search(r'op_name="([^"]*)"', line)
@@ -73,16 +74,10 @@ def hlo_ops(hlo_text: str) -> dict[str, dict]:
       out = _shape(dot.group(1))
       lhs = re.search(r'%' + re.escape(dot.group(2)) + r' = \w+\[([\d,]*)\]', body)
       lhs_shape = _shape(lhs.group(1)) if lhs else []
-      contracted = 1
-      for dim in dot.group(3).split(','):
-        contracted *= lhs_shape[int(dim)] if lhs_shape else 0
-      elements = 1
-      for size in out:
-        elements *= size
-      flops += 2 * elements * contracted
+      contracted = math.prod(lhs_shape[int(d)] for d in dot.group(3).split(',')) if lhs_shape else 0
+      flops += 2 * math.prod(out) * contracted
       dots.append(f'{out} K={contracted}')
-    ops[name] = {'shape': shape, 'opcode': opcode, 'op_name': op_name.group(1) if op_name else '',
-                 'flops': flops,
+    ops[name] = {'shape': shape, 'op_name': op_name.group(1) if op_name else '', 'flops': flops,
                  'dots': ' + '.join(dots)}
   return ops
 

@@ -17,17 +17,11 @@ from optuna.trial import TrialState
 from experiments.sweep_study import retried_trial_number
 from tests.sweep_helpers import (by_state, finish, load_study, records, start_sweep, sweep_dir,
                                  wait_for, write_sweep_config)
-from tests.tiny_run import snapshot
+from tests.tiny_run import compile_cache_env, snapshot
 
 LONG_TRIAL = {'train.steps': 300, 'checkpoint.every': 50, 'train.eval_every': 100,
               'train.log_every': 10}
 FIRST_CHECKPOINT = LONG_TRIAL['checkpoint.every']
-
-
-def _compile_cache_env(tmp_path):
-  return {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'compile_cache'),
-          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
 
 
 def _checkpoint_done(run_dir, step):
@@ -91,7 +85,7 @@ def test_sigterm_hands_the_trial_back_and_the_same_command_finishes_it(tmp_path)
   # The two commands run one after the other (the first has exited when the second starts), so
   # they can share a persistent compilation cache: the second loads trial 0's executables
   # instead of compiling them again (the same executables: no number changes).
-  cache = _compile_cache_env(tmp_path)
+  cache = compile_cache_env(tmp_path / 'compile_cache')
   worker = start_sweep(config, env=cache)
   run_dir = sweep_dir(tmp_path) / 'trial_0000'
   wait_for(_checkpoint_done(run_dir, FIRST_CHECKPOINT), 240, worker, 'the first checkpoint')

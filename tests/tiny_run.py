@@ -39,6 +39,15 @@ def cli_command(args: list[str]) -> list[str]:
   return [sys.executable, str(ROOT / 'launch.py')] + args
 
 
+def compile_cache_env(compile_cache: Path) -> dict:
+  """Variables that make a subprocess keep every executable in a persistent compilation cache at
+  `compile_cache` (shared by a test's subprocesses that run one after another: loaded, not
+  compiled again; the same executables)."""
+  return {'JAX_COMPILATION_CACHE_DIR': str(compile_cache),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+
+
 def cli_env(devices: int | None = None, compile_cache: Path | None = None,
             extra: dict | None = None) -> dict:
   """The environment of a CLI subprocess: `devices` simulated CPU devices, a persistent
@@ -49,9 +58,7 @@ def cli_env(devices: int | None = None, compile_cache: Path | None = None,
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={devices}').strip()
   if compile_cache:
-    env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+    env.update(compile_cache_env(compile_cache))
   return env
 
 
