@@ -39,6 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.rope_original_max_len = 8192  # Llama 3.x: the context length the model was pretrained at
   m.attention_query_chunk = 128  # causal attention in blocks of this many queries; 0: one block
   m.attention_impl = 'chunked'  # chunked | xla | cudnn (GPU, bf16): jax.nn.dot_product_attention
+  m.attention_cache_bytes = -1  # chunked: (batch, head) pairs in groups whose scores fit this
+  #                               cache size; -1 auto (1 MiB on CPU, 0 = all at once elsewhere)
   m.mlp = 'swiglu'  # swiglu | gelu
   m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
   m.tie_embeddings = True

@@ -14,6 +14,7 @@ keys and values are written at `slots.index` and the queries attend over the who
 to the row's own filled slots. Without a cache the training path below is unchanged.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 
@@ -25,7 +26,7 @@ from einops import rearrange
 
 from errors import UserError
 from models import mup
-from models.blocked_attention import blocked_causal_attention
+from models.blocked_attention import grouped_causal_attention
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
 from models.rope import scaling_of
@@ -78,7 +79,8 @@ class CausalSelfAttention(nn.Module):
                                         self.causal and context_BxSxD is None)
     elif layer_kv is None:
       out_BxLxKxGxDh = causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh,
-                                        cfg.attention_query_chunk, cfg.attention_impl)
+                                        cfg.attention_query_chunk, cfg.attention_impl,
+                                        max(cfg.attention_cache_bytes, 0))
     else:
       layer_kv = write_cache(layer_kv, k_BxLxKxDh, v_BxLxKxDh, slots.index)
       out_BxLxKxGxDh = cached_attention(q_BxLxKxGxDh, *layer_kv, slots)
@@ -116,13 +118,14 @@ def cached_attention(q_BxTxKxGxDh: jax.Array, k_BxSxKxDh: jax.Array, v_BxSxKxDh:
 
 
 def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh: jax.Array,
-                     query_chunk: int, impl: str = 'chunked') -> jax.Array:
+                     query_chunk: int, impl: str = 'chunked', cache_bytes: int = 0) -> jax.Array:
   """softmax(q k^T + causal mask) v (q already scaled), computed as `impl` says:
 
   chunked  over blocks of `query_chunk` queries (0: one block), head-major, with a hand-written
            backward (models/blocked_attention.py). Queries in block c only attend to keys
            0 .. (c+1)*chunk - 1, so the masked-out upper blocks are never computed: with C blocks
-           the work is (C+1)/2C of the full square. Exact, not an approximation.
+           the work is (C+1)/2C of the full square. Exact, not an approximation. With
+           `cache_bytes` > 0 the (batch, kv-head) pairs run in sequential groups that fit it.
   xla      `jax.nn.dot_product_attention(implementation='xla')`: the full square, masked.
   cudnn    the same call with implementation='cudnn': cuDNN's fused (flash) attention on an
            NVIDIA GPU, bfloat16 or float16 only (`check_attention_platform` says so up front).
@@ -132,10 +135,19 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
     out_BxLxHxDh = jax.nn.dot_product_attention(  # jax groups them
         q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, scale=1.0, is_causal=True, implementation=impl)
     return rearrange(out_BxLxHxDh, 'b l (k g) d -> b l k g d', k=k_BxLxKxDh.shape[2])
-  out_BxKxGxLxDh = blocked_causal_attention(
-      jnp.transpose(q_BxLxKxGxDh, (0, 2, 3, 1, 4)), jnp.transpose(k_BxLxKxDh, (0, 2, 1, 3)),
-      jnp.transpose(v_BxLxKxDh, (0, 2, 1, 3)), query_chunk)
-  return jnp.transpose(out_BxKxGxLxDh, (0, 3, 1, 2, 4))
+  return grouped_causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh, query_chunk,
+                                  cache_bytes)
+
+
+CPU_CACHE_BYTES = 1 << 20  # about one core's L2 cache: the group size that measured fastest
+
+
+def for_platform(cfg: TransformerConfig, platform: str) -> TransformerConfig:
+  """`cfg` with model.attention_cache_bytes=-1 (auto) resolved for the devices' platform:
+  CPU_CACHE_BYTES on CPUs, 0 (every pair at once) on accelerators."""
+  if cfg.attention_cache_bytes >= 0:
+    return cfg
+  return dataclasses.replace(cfg, attention_cache_bytes=CPU_CACHE_BYTES if platform == 'cpu' else 0)
 
 
 def check_attention_platform(impl: str, platform: str) -> None:

@@ -17,6 +17,13 @@ matrix products small:
   one elementwise pass over the scores (ds) where automatic differentiation of where/softmax/
   divide makes several.
 Checked against a float64 NumPy reference, forward and gradients (tests/test_attention.py).
+
+`grouped_causal_attention` runs the (batch, kv-head) pairs in sequential groups (`jax.lax.map`),
+each small enough that one query block of its scores, and what the softmax and its backward make
+of them, stays in the cache (`cache_bytes`, about a core's L2): on this 2-core CPU a GPT-2-small
+attention layer's forward and backward take ~10% less time than with every pair at once. The
+groups split the batch and head axes on their inner side (pair (b, k) goes to group
+(b mod gb, k mod gk)), so a batch or head axis sharded over devices stays sharded in every group.
 """
 
 import functools
@@ -31,6 +38,45 @@ def query_blocks(length: int, chunk: int) -> list[tuple[int, int]]:
   one block."""
   chunk = chunk if 0 < chunk < length and length % chunk == 0 else length
   return [(start, start + chunk) for start in range(0, length, chunk)]
+
+
+def pair_groups(batch: int, kv_heads: int, pair_bytes: int, cache_bytes: int) -> tuple[int, int]:
+  """(gb, gk): run the batch x kv-head pairs in gb * gk sequential groups of [batch / gb,
+  kv_heads / gk] pairs, the fewest groups whose scores (`pair_bytes` a pair) fit `cache_bytes`
+  (one pair a group when none fits; batch split before heads). cache_bytes 0: (1, 1)."""
+  if cache_bytes <= 0:
+    return 1, 1
+  splits = [(gb, gk) for gb in range(1, batch + 1) if batch % gb == 0
+            for gk in range(1, kv_heads + 1) if kv_heads % gk == 0]
+  fitting = [(gb * gk, gk, gb) for gb, gk in splits
+             if (batch // gb) * (kv_heads // gk) * pair_bytes <= cache_bytes]
+  _, gk, gb = min(fitting) if fitting else (0, kv_heads, batch)
+  return gb, gk
+
+
+def grouped_causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array,
+                             v_BxLxKxDh: jax.Array, chunk: int, cache_bytes: int) -> jax.Array:
+  """`blocked_causal_attention` on the model's layout [B, L, K, G, Dh] (one transpose in, one
+  out), over sequential groups of (batch, kv-head) pairs that fit `cache_bytes` (0: one group)."""
+  batch, length, kv_heads, groups, head_dim = q_BxLxKxGxDh.shape
+  block = query_blocks(length, chunk)[0]
+  pair_bytes = groups * (block[1] - block[0]) * length * 4  # float32 scores of one query block
+  gb, gk = pair_groups(batch, kv_heads, pair_bytes, cache_bytes)
+  inner = (batch // gb, kv_heads // gk)
+
+  def split(x_BxLxKx_Dh):  # -> [gb * gk, B / gb, K / gk, (G,) L, Dh]
+    x = x_BxLxKx_Dh.reshape(inner[0], gb, length, inner[1], gk, *x_BxLxKx_Dh.shape[3:])
+    order = (1, 4, 0, 3, *range(5, x.ndim - 1), 2, x.ndim - 1)
+    return jnp.transpose(x, order).reshape(gb * gk, *inner, *x.shape[5:-1], length, head_dim)
+
+  q, k, v = split(q_BxLxKxGxDh), split(k_BxLxKxDh), split(v_BxLxKxDh)
+  if gb * gk == 1:
+    out = blocked_causal_attention(q[0], k[0], v[0], chunk)[None]
+  else:
+    out = jax.lax.map(lambda qkv: blocked_causal_attention(*qkv, chunk), (q, k, v))
+  out = out.reshape(gb, gk, *inner, groups, length, head_dim)  # [gb, gk, B/gb, K/gk, G, L, Dh]
+  out = jnp.transpose(out, (2, 0, 5, 3, 1, 4, 6))  # [B/gb, gb, L, K/gk, gk, G, Dh]
+  return out.reshape(batch, length, kv_heads, groups, head_dim)
 
 
 def _block_scores(q_BxKxGxCxDh: jax.Array, k_BxKxLxDh: jax.Array, start: int,

@@ -45,6 +45,7 @@ class TransformerConfig:
   rope_original_max_len: int = 8192
   attention_query_chunk: int = 128
   attention_impl: str = 'chunked'
+  attention_cache_bytes: int = -1
   mlp: str = 'swiglu'
   use_bias: bool = False
   tie_embeddings: bool = True
@@ -127,6 +128,9 @@ def problems(values) -> list[str]:
   if cfg.attention_query_chunk < 0:
     out.append(f'model.attention_query_chunk={cfg.attention_query_chunk} must be >= 0 '
                '(0: no blocking)')
+  if cfg.attention_cache_bytes < -1:
+    out.append(f'model.attention_cache_bytes={cfg.attention_cache_bytes} must be -1 (auto), 0 '
+               '(off) or a size in bytes')
   out += mup_problems(cfg)
   if cfg.attention_impl == 'cudnn' and cfg.dtype == 'float32':
     out.append('model.attention_impl=cudnn needs model.dtype=bfloat16 or float16 (cuDNN '

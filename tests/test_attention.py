@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from models.attention import causal_attention
+from models.attention import CPU_CACHE_BYTES, causal_attention, for_platform
+from models.blocked_attention import pair_groups
+from models.config import TransformerConfig, problems
 
 
 def reference_attention(q_BxLxHxD, k_BxLxKxD, v_BxLxKxD):
@@ -22,16 +24,23 @@ def reference_attention(q_BxLxHxD, k_BxLxKxD, v_BxLxKxD):
   return out
 
 
+# 512 bytes holds two pairs' scores of a 4-query block (4 x 16 keys x 4 bytes x G query heads)
+# when G = 1, none when G > 2: the pairs then run in 4, 2 or 2 sequential groups.
+CACHE_BYTES = [0, 512]
+
+
+@pytest.mark.parametrize('cache_bytes', CACHE_BYTES)
 @pytest.mark.parametrize('chunk', [0, 4, 8, 5])  # 5 does not divide 16: one block
 @pytest.mark.parametrize('kv_heads', [4, 2, 1])  # multi-head, grouped-query, multi-query
-def test_blocked_causal_attention_matches_reference(chunk, kv_heads):
+def test_blocked_causal_attention_matches_reference(chunk, kv_heads, cache_bytes):
   rng = np.random.default_rng(0)
   batch, length, heads, dim = 2, 16, 4, 8
   q = rng.standard_normal((batch, length, heads, dim)).astype(np.float32)
   k = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
   v = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
   q_grouped = q.reshape(batch, length, kv_heads, heads // kv_heads, dim)
-  out = jax.jit(causal_attention, static_argnums=3)(q_grouped, k, v, chunk)
+  out = jax.jit(causal_attention, static_argnums=(3, 4, 5))(q_grouped, k, v, chunk, 'chunked',
+                                                           cache_bytes)
   np.testing.assert_allclose(np.asarray(out).reshape(q.shape), reference_attention(q, k, v),
                              rtol=1e-5, atol=1e-5)
 
@@ -60,9 +69,10 @@ def reference_attention_grads(q_BxLxHxD, k_BxLxKxD, v_BxLxKxD, dout_BxLxHxD):
   return dq, dk, dv
 
 
+@pytest.mark.parametrize('cache_bytes', CACHE_BYTES)
 @pytest.mark.parametrize('chunk', [0, 4, 5])
 @pytest.mark.parametrize('kv_heads', [4, 2, 1])
-def test_blocked_causal_attention_gradients_match_reference(chunk, kv_heads):
+def test_blocked_causal_attention_gradients_match_reference(chunk, kv_heads, cache_bytes):
   """The hand-written backward of the blocked path (models/blocked_attention.py) against the
   float64 softmax derivative."""
   rng = np.random.default_rng(3)
@@ -74,10 +84,32 @@ def test_blocked_causal_attention_gradients_match_reference(chunk, kv_heads):
   grouped = (batch, length, kv_heads, heads // kv_heads, dim)
 
   def weighted(q, k, v):
-    return (causal_attention(q.reshape(grouped), k, v, chunk).reshape(q.shape) * dout).sum()
+    out = causal_attention(q.reshape(grouped), k, v, chunk, 'chunked', cache_bytes)
+    return (out.reshape(q.shape) * dout).sum()
   grads = jax.jit(jax.grad(weighted, argnums=(0, 1, 2)))(q, k, v)
   for got, expected in zip(grads, reference_attention_grads(q, k, v, dout)):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+def test_pair_groups_are_the_fewest_that_fit_the_cache():
+  # gpt_byte: 16 x 6 pairs of 128 KiB (one 128-query block of 256 keys): 8 pairs a group.
+  assert pair_groups(16, 6, 128 * 256 * 4, 1 << 20) == (4, 3)
+  # GPT-2 small at batch 2: 512 KiB a pair, two a group, the batch split first.
+  assert pair_groups(2, 12, 128 * 1024 * 4, 1 << 20) == (2, 6)
+  assert pair_groups(2, 12, 1, 1 << 20) == (1, 1)  # everything fits: one group
+  assert pair_groups(2, 3, 1 << 21, 1 << 20) == (2, 3)  # nothing fits: a pair a group
+  assert pair_groups(2, 3, 1 << 21, 0) == (1, 1)  # off
+
+
+def test_auto_cache_bytes_groups_on_cpus_only():
+  cfg = TransformerConfig()
+  assert cfg.attention_cache_bytes == -1
+  assert for_platform(cfg, 'cpu').attention_cache_bytes == CPU_CACHE_BYTES
+  assert for_platform(cfg, 'tpu').attention_cache_bytes == 0
+  chosen = TransformerConfig(attention_cache_bytes=4096)
+  assert for_platform(chosen, 'tpu').attention_cache_bytes == 4096
+  assert any('attention_cache_bytes=-2' in line
+             for line in problems({'attention_cache_bytes': -2}))
+
 
 @pytest.mark.parametrize('kv_heads', [4, 2, 1])
 def test_attention_layer_splits_and_merges_heads_like_the_reference(kv_heads):

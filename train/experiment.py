@@ -35,7 +35,7 @@ from data.manifest import load_manifest
 from data.prepare import prepare
 from data.tokenizers import Tokenizer, load_tokenizer
 from errors import UserError
-from models.attention import check_attention_platform
+from models.attention import check_attention_platform, for_platform
 from models.config import TransformerConfig
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
@@ -191,14 +191,15 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   classifier then has `n_classes` classes; with data, its labelled file's)."""
   if config.task.init_from:
     pretrained.adopt_model(config)  # the backbone's shape and tokenizer are the trained run's
-  model_cfg = TransformerConfig.from_dict(config.model)
+  mesh = build_mesh(config.mesh, devices)
+  platform = mesh.devices.flat[0].platform
+  model_cfg = for_platform(TransformerConfig.from_dict(config.model), platform)
   objective = objectives.objective_of(config)
   labelled_set = labelled.load_labelled(config) if with_data and objective.name == 'classify' \
       else None
   model = objectives.make_model(model_cfg, config.task,
                                 len(labelled_set.labels) if labelled_set else n_classes)
-  mesh = build_mesh(config.mesh, devices)
-  check_attention_platform(model_cfg.attention_impl, mesh.devices.flat[0].platform)
+  check_attention_platform(model_cfg.attention_impl, platform)
   rules, notes = rules_for(config.sharding.rules, dict(mesh.shape), logical_dims(model_cfg))
   check_batch_fits(config, mesh, rules)
   steps, seq_len = config.train.steps, config.data.seq_len

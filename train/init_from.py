@@ -25,7 +25,7 @@ from models.hf_config import model_settings, read_config
 from storage import as_path
 
 COMPUTE_ONLY = ('dtype', 'param_dtype', 'scan_layers', 'remat', 'attention_query_chunk',
-                'dropout', 'init_std')
+                'attention_cache_bytes', 'dropout', 'init_std')
 
 
 def is_run_dir(path) -> bool:
