@@ -20,13 +20,27 @@ appears once, with the values of the run that continues.
 
 import json
 import math
+import sys
 import time
-
-from tensorboardX import SummaryWriter
 
 from storage import as_path, is_remote, write_atomically
 
 METRICS_FILE = 'metrics.jsonl'
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch when it
+  is installed (only to accept torch tensors, which we never log), 1.3-1.6 s of every run's
+  start on a machine that has it; torch is hidden from that one import."""
+  hidden = 'torch' not in sys.modules
+  if hidden:
+    sys.modules['torch'] = None  # `import torch` raises ImportError while this is set
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if hidden:
+      del sys.modules['torch']
+  return SummaryWriter
 REMOTE_FLUSH_S = 30.0
 
 
@@ -60,7 +74,7 @@ class MetricsWriter:
         self._flushed_at = time.monotonic()
       else:
         self._jsonl = open(self._path, 'a', buffering=1)
-      self._tb = SummaryWriter(str(run_dir / 'tb'), purge_step=purge_step)
+      self._tb = _summary_writer_class()(str(run_dir / 'tb'), purge_step=purge_step)
 
   def write(self, kind: str, step: int, values: dict) -> None:
     if not self.enabled:
