@@ -10,7 +10,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +17,9 @@ from matplotlib import category
 
 import launch
 from tests.test_faults import poison_steps
-from tests.tiny_run import tiny_flags, write_corpus
+from tests.tiny_run import ROOT, tiny_flags, write_corpus
 from train.metrics import read_metrics, record_line
 from train.plots import loss_figure
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _strict_records(path) -> list[dict]:

@@ -26,6 +26,7 @@ import time
 from storage import as_path, is_remote, write_atomically
 
 METRICS_FILE = 'metrics.jsonl'
+REMOTE_FLUSH_S = 30.0
 
 
 def _summary_writer_class():
@@ -41,7 +42,6 @@ def _summary_writer_class():
     if hidden:
       del sys.modules['torch']
   return SummaryWriter
-REMOTE_FLUSH_S = 30.0
 
 
 def _plain(value):
