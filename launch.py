@@ -29,7 +29,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from errors import EXIT_USER_ERROR, RunStopped, UserError
+from errors import EXIT_USER_ERROR, RunStopped, UserError, out_of_memory_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -322,6 +322,12 @@ def main(argv: list[str]) -> int:
   except RunStopped as e:
     print(f'stopped: {e}', file=sys.stderr)
     return e.exit_code
+  except RuntimeError as e:  # jax.errors.JaxRuntimeError; jax is not imported at this level
+    line = out_of_memory_line(e)
+    if line is None:
+      raise
+    print(f'error: {line}', file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ MLPS = ('swiglu', 'gelu')
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETERIZATIONS = ('sp', 'mup')
-ATTENTION_IMPLS = ('chunked', 'xla', 'cudnn')
+ATTENTION_IMPLS = ('auto', 'chunked', 'xla', 'cudnn')
 KINDS = ('decoder', 'encoder', 'encoder_decoder')
 
 
@@ -44,7 +44,7 @@ class TransformerConfig:
   rope_high_freq_factor: float = 4.0
   rope_original_max_len: int = 8192
   attention_query_chunk: int = 128
-  attention_impl: str = 'chunked'
+  attention_impl: str = 'auto'
   attention_cache_bytes: int = -1
   mlp: str = 'swiglu'
   use_bias: bool = False

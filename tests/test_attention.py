@@ -111,6 +111,54 @@ def test_auto_cache_bytes_groups_on_cpus_only():
              for line in problems({'attention_cache_bytes': -2}))
 
 
+@pytest.mark.parametrize('platform, model, expected', [
+    ('gpu', dict(dtype='bfloat16'), 'cudnn'),
+    ('cuda', dict(dtype='float16', d_model=2048, n_heads=16), 'cudnn'),  # head_dim 128
+    ('gpu', dict(dtype='float32'), 'chunked'),  # cuDNN has no float32 attention
+    ('gpu', dict(dtype='bfloat16', d_model=2048, n_heads=8), 'chunked'),  # head_dim 256
+    ('gpu', dict(dtype='bfloat16', d_model=60, n_heads=6), 'chunked'),  # head_dim 10
+    ('cpu', dict(dtype='bfloat16'), 'chunked'),
+    ('tpu', dict(dtype='bfloat16'), 'chunked'),
+])
+def test_auto_attention_is_cudnn_on_a_gpu_where_cudnn_applies(platform, model, expected):
+  cfg = TransformerConfig(**{**dict(d_model=512, n_heads=8), **model})
+  assert cfg.attention_impl == 'auto'
+  assert for_platform(cfg.derived(), platform).attention_impl == expected
+  chosen = TransformerConfig(attention_impl='xla', dtype='bfloat16').derived()
+  assert for_platform(chosen, 'gpu').attention_impl == 'xla'  # an explicit choice is kept
+
+
+@pytest.mark.skipif(jax.default_backend() != 'gpu', reason='cuDNN attention needs an NVIDIA GPU')
+def test_cudnn_attention_equals_the_chunked_path_in_bfloat16():
+  """On a GPU: cuDNN's fused attention against the chunked path and the float64 reference, in
+  bfloat16 (outputs and gradients within bfloat16 round-off), grouped-query heads included."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(5)
+  batch, length, kv_heads, groups, dim = 2, 256, 2, 4, 64
+  q = rng.standard_normal((batch, length, kv_heads, groups, dim)) / np.sqrt(dim)
+  k = rng.standard_normal((batch, length, kv_heads, dim))
+  v = rng.standard_normal((batch, length, kv_heads, dim))
+  cotangent = rng.standard_normal(q.shape)
+  q16, k16, v16, c16 = (jnp.asarray(x, jnp.bfloat16) for x in (q, k, v, cotangent))
+
+  def run(impl):
+    def weighted(q, k, v):
+      return (causal_attention(q, k, v, 64, impl).astype(jnp.float32) * c16).sum()
+    out = jax.jit(causal_attention, static_argnums=(3, 4))(q16, k16, v16, 64, impl)
+    grads = jax.jit(jax.grad(weighted, argnums=(0, 1, 2)))(q16, k16, v16)
+    return np.asarray(out, np.float32), [np.asarray(g, np.float32) for g in grads]
+
+  cudnn_out, cudnn_grads = run('cudnn')
+  chunked_out, chunked_grads = run('chunked')
+  expected = reference_attention(np.asarray(q16, np.float64).reshape(batch, length, -1, dim),
+                                 np.asarray(k16, np.float64), np.asarray(v16, np.float64))
+  np.testing.assert_allclose(cudnn_out.reshape(expected.shape), expected, atol=2e-2)
+  np.testing.assert_allclose(cudnn_out, chunked_out, atol=2e-2)
+  for fused, chunked in zip(cudnn_grads, chunked_grads):
+    scale = np.abs(chunked).max()
+    np.testing.assert_allclose(fused / scale, chunked / scale, atol=2e-2)
+
+
 @pytest.mark.parametrize('kv_heads', [4, 2, 1])
 def test_attention_layer_splits_and_merges_heads_like_the_reference(kv_heads):
   """The whole layer (projections, grouping of query heads over K/V heads, merge, output
@@ -189,6 +237,7 @@ def test_model_with_dot_product_attention_equals_the_chunked_model():
      'devices are cpu; use --config.model.attention_impl=chunked (or xla)'),
     ([], 'model.attention_impl=cudnn needs model.dtype=bfloat16 or float16'),
 ])
+@pytest.mark.skipif(jax.default_backend() == 'gpu', reason='on a GPU cuDNN attention runs')
 def test_cudnn_attention_off_a_gpu_is_a_one_line_error(capsys, overrides, expected):
   import launch  # pylint: disable=import-outside-toplevel
   argv = ['bench', '--config', 'configs/tiny.py', '--config.model.attention_impl=cudnn',

@@ -40,6 +40,8 @@ SAFE_TO_CHANGE = (
     'data.cache_dir', 'data.mirror_dir',  # where prepared shards are kept, not what they hold
     'mesh.*', 'sharding.*', 'distributed.*',  # layout only: the same numbers on any mesh
     'model.remat',  # recomputation trades memory for time, same numbers
+    'model.attention_impl', 'model.attention_query_chunk', 'model.attention_cache_bytes',  # how
+    #   attention is computed (cuDNN, XLA, blocks), the same numbers to round-off
     'train.grad_accum_steps',  # micro-batching of the same global batch: same gradient
 )
 
