@@ -27,7 +27,6 @@ losses (errors.py lists every code; README.md explains them).
 
 import argparse
 import sys
-from pathlib import Path
 
 from errors import EXIT_USER_ERROR, RunStopped, UserError, out_of_memory_line
 
