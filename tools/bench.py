@@ -95,7 +95,8 @@ def benchmark_step(config, steps: int = 10, peak_measurements: int = PEAK_MEASUR
   if raised:
     label += ', raised to the step\'s own rate: every peak measurement ran on a busy machine'
   return {'config': config.name, 'devices': jax.device_count(), 'backend': jax.default_backend(),
-          'batch': batch, 'seq_len': seq_len, 'compile_s': compile_s,
+          'batch': batch, 'seq_len': seq_len, 'attention': exp.model_cfg.attention_impl,
+          'compile_s': compile_s,
           'first_step_s': first_step_s, 'steps': steps, 'step_s': step_s,
           'step_s_min': min(times), 'step_s_max': max(times),
           'tokens_per_s': tokens_per_step / step_s, 'model_flops_per_s': model_flops_per_s,
@@ -109,7 +110,8 @@ def format_benchmark(result: dict) -> str:
           f"{result['tokens_per_s']:,.0f} tokens/s, step "
           f"{1000 * result['step_s']:.1f} ms (median), MFU {100 * result['mfu']:.1f}% of "
           f"{result['mfu_of']}{spread} on {result['devices']} "
-          f"{result['backend']} device(s); batch {result['batch']} x {result['seq_len']}")
+          f"{result['backend']} device(s); batch {result['batch']} x {result['seq_len']}"
+          + (f", attention {result['attention']}" if result.get('attention') else ''))
 
 
 def bench(config, steps: int, as_json: bool) -> int:
