@@ -14,7 +14,8 @@ import launch
 from errors import out_of_memory_line
 from tests.tiny_run import run_cli, snapshot, tiny_flags, write_corpus
 from train.config import load_config
-from train.run_dir import config_differences, is_safe_to_change, write_run_config
+from train.run_dir import (config_differences, has_checkpoint, is_safe_to_change,
+                            write_run_config)
 
 
 @pytest.fixture
@@ -187,3 +188,21 @@ def test_out_of_memory_line_of_a_gpu_allocator_error():
       '--config.train.grad_accum_steps, use --config.model.remat=dots_no_batch or full, or shard '
       'with --config.mesh.fsdp; `launch.py memory` measures the step first')
   assert out_of_memory_line(RuntimeError('INVALID_ARGUMENT: shapes differ')) is None
+
+
+def test_a_run_out_of_memory_at_its_start_takes_a_smaller_config_in_the_same_directory(
+    tmp_path, capsys):
+  """The advice of the out-of-memory line is followed in the same --run_dir: the first run saved
+  no checkpoint, so its config.json binds nothing and the changed config trains there."""
+  write_corpus(tmp_path)
+  run_dir = tmp_path / 'fresh'
+  too_big = ['train'] + tiny_flags(tmp_path, run_dir, model__d_ff=17179869184, train__steps=2)
+  assert launch.main(too_big) == 2
+  assert 'error: out of device memory (' in capsys.readouterr().err
+  assert (run_dir / 'config.json').exists() and not has_checkpoint(run_dir)
+  fits = ['train'] + tiny_flags(tmp_path, run_dir, train__steps=2, train__batch_size=4,
+                                checkpoint__every=2)
+  assert launch.main(fits) == 0
+  assert has_checkpoint(run_dir)
+  assert '"batch_size": 4' in (run_dir / 'config.json').read_text()
+  assert launch.main(['train'] + tiny_flags(tmp_path, run_dir, train__steps=2)) == 2  # now bound

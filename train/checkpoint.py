@@ -35,9 +35,9 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from errors import UserError
 from storage import absolute, as_path, is_remote, move_tree
+from train.run_dir import CHECKPOINTS  # under the run directory
 from train.state import path_names
 
-CHECKPOINTS = 'checkpoints'  # under the run directory
 DAMAGED = 'damaged_checkpoints'  # under the run directory
 INCOMPLETE_MARK = '.orbax-checkpoint-tmp'  # orbax's name for a save that did not finish
 COMMITTED_MARK = 'commit_success.txt'  # in a bucket, orbax's mark of a finished save

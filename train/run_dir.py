@@ -29,6 +29,7 @@ from storage import as_path, is_remote, write_atomically
 from train.config import flatten, get_value, set_value
 
 CONFIG_FILE = 'config.json'
+CHECKPOINTS = 'checkpoints'  # the folder of step folders under the run directory (train/checkpoint.py)
 SHARED_MARKER = '.shared_run_dir_check'  # written by process 0, read by the others at start
 
 # Keys (fnmatch patterns over dotted names) that may change when a run is resumed.
@@ -76,13 +77,21 @@ def _as_plain(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+def has_checkpoint(run_dir) -> bool:
+  """Whether the run directory holds a saved step (a `checkpoints/<step>` folder)."""
+  folder = as_path(run_dir) / CHECKPOINTS
+  return folder.is_dir() and any(child.name.isdigit() for child in folder.iterdir())
+
+
 def check_run_dir(run_dir, config) -> dict | None:
-  """UserError if `run_dir` belongs to another run; returns its previous config, if any."""
+  """UserError if `run_dir` belongs to another run; returns its previous config, if any.
+  A directory whose run never saved a step (it stopped at its start: out of memory, a mistake
+  found by the first step) binds nothing: it takes the new config and starts over."""
   run_dir = as_path(run_dir)
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(f'{run_dir} is a file, not a run directory; choose another --run_dir')
   previous = read_config_json(run_dir)
-  if previous is None:
+  if previous is None or not has_checkpoint(run_dir):
     return None
   differences = config_differences(previous, _as_plain(config))
   if differences:
