@@ -7,8 +7,10 @@ how the global batch is split into micro-batches (a run out of memory after a re
 `train.grad_accum_steps`).
 Any other difference (model width, vocabulary, data, seed, optimizer ...) would silently mix two
 runs, so it is a `UserError` that names the keys and the fix; nothing in the directory is
-touched before this check passes. `write_run_config` then records the new config atomically.
-`load_run_config` reads it back for `launch.py eval` and `sample`.
+touched before this check passes. A directory that holds no checkpoint (its run stopped before
+the first save, say out of memory) binds nothing: it takes the new config. `write_run_config`
+then records the new config atomically. `load_run_config` reads it back for `launch.py eval`
+and `sample`.
 
 The directory may be local or in a bucket (gs://, storage.py). With several processes,
 `check_same_run_dir` proves at start that all of them see the same directory (a shared file
@@ -29,7 +31,7 @@ from storage import as_path, is_remote, write_atomically
 from train.config import flatten, get_value, set_value
 
 CONFIG_FILE = 'config.json'
-CHECKPOINTS = 'checkpoints'  # the folder of step folders under the run directory (train/checkpoint.py)
+CHECKPOINTS = 'checkpoints'  # under the run directory: one folder per saved step
 SHARED_MARKER = '.shared_run_dir_check'  # written by process 0, read by the others at start
 
 # Keys (fnmatch patterns over dotted names) that may change when a run is resumed.
