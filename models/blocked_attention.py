@@ -2,8 +2,9 @@
 
 The training path of `model.attention_impl=chunked` (what the default, auto, uses on CPUs and
 TPUs). Queries are cut into blocks of `chunk`; block [start, end) attends to keys 0 .. end-1
-only, so the masked upper blocks of the score matrix are never computed ((C+1)/2C of the square for C blocks). It is exact: every block
-is an ordinary masked softmax over all the keys it may see.
+only, so the masked upper blocks of the score matrix are never computed ((C+1)/2C of the square
+for C blocks). It is exact: every block is an ordinary masked softmax over all the keys it may
+see.
 
 What makes it fast on a CPU, where the score tensors [B, K, G, C, S] are memory-bound and the
 matrix products small:
