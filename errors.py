@@ -28,14 +28,21 @@ class RunStopped(Exception):
     self.exit_code = exit_code
 
 
+def out_of_memory_reason(error: BaseException) -> str | None:
+  """XLA's own line saying `error` ran out of memory (RESOURCE_EXHAUSTED, or a host allocator's
+  'Out of memory'), without its bracketed executable/allocator tags; None for other errors."""
+  for line in str(error).splitlines():
+    if 'RESOURCE_EXHAUSTED' in line or 'out of memory' in line.lower():
+      return line.strip().split(' [', 1)[0]
+  return None
+
+
 def out_of_memory_line(error: BaseException) -> str | None:
   """One line for an accelerator (or host) running out of memory in a step, naming the knobs
-  that shrink the step; None unless `error` is XLA's RESOURCE_EXHAUSTED or out-of-memory error."""
-  lines = [line.strip() for line in str(error).splitlines()
-           if 'RESOURCE_EXHAUSTED' in line or 'out of memory' in line.lower()]
-  if not lines:
+  that shrink the step; None unless `error` is an out-of-memory error."""
+  reason = out_of_memory_reason(error)
+  if reason is None:
     return None
-  reason = lines[0].split(' [', 1)[0]  # drop XLA's bracketed executable/allocator tags
   return (f'out of device memory ({reason}); lower --config.train.batch_size, raise '
           f'--config.train.grad_accum_steps, use --config.model.remat=dots_no_batch or full, or '
           f'shard with --config.mesh.fsdp; `launch.py memory` measures the step first')

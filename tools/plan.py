@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from errors import EXIT_USER_ERROR, UserError
+from errors import EXIT_USER_ERROR, UserError, out_of_memory_reason
 from models.config import TransformerConfig
 from models.counting import flops_per_token, matmul_param_count, param_count
 from sharding import hlo_collectives, report
@@ -114,9 +114,10 @@ def _bytes(number: str, unit: str) -> int:
 
 def out_of_memory_message(error: Exception, hbm_bytes: int) -> str | None:
   """One line with the numbers of a RESOURCE_EXHAUSTED compile error; None if it is not one."""
-  text = str(error)
-  if 'RESOURCE_EXHAUSTED' not in text:
+  reason = out_of_memory_reason(error)
+  if reason is None:
     return None
+  text = str(error)
   required = _OOM_REQUIRED_RE.search(text)
   if required:
     need, have = _bytes(*required.group(2, 3)), _bytes(*required.group(4, 5))
@@ -127,8 +128,7 @@ def out_of_memory_message(error: Exception, hbm_bytes: int) -> str | None:
     need, have = _bytes(*used.group(1, 2)), _bytes(*used.group(3, 4))
     return (f'needs {need / 2**30:,.2f} GiB per chip, {have / 2**30:,.2f} GiB of HBM is '
             f'available (XLA: RESOURCE_EXHAUSTED, over by {(need - have) / 2**30:,.2f} GiB)')
-  first = next((line.strip() for line in text.splitlines() if 'RESOURCE_EXHAUSTED' in line), '')
-  return f'XLA: {first[:300]} (HBM {hbm_bytes / 2**30:,.1f} GiB per chip)'
+  return f'XLA: {reason[:300]} (HBM {hbm_bytes / 2**30:,.1f} GiB per chip)'
 
 
 def _memory(compiled) -> dict:
