@@ -29,6 +29,7 @@ import argparse
 import sys
 
 from errors import EXIT_USER_ERROR, RunStopped, UserError, out_of_memory_line
+from host_memory import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -313,6 +314,7 @@ def main(argv: list[str]) -> int:
     print(f'error: unknown verb {argv[0]!r}; use one of {", ".join(VERBS)} (launch.py --help)',
           file=sys.stderr)
     return EXIT_USER_ERROR
+  keep_freed_memory()  # before numpy and jax start threads (host_memory.py)
   try:
     return VERBS[argv[0]](argv[1:])
   except UserError as e:
