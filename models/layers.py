@@ -61,6 +61,32 @@ class DenseGeneral(nn.Module):
     return y
 
 
+def add_positions(x_BxLxD: jax.Array, positions_LxD: jax.Array) -> jax.Array:
+  """x + positions (broadcast over the batch). The positions' gradient, a sum over the batch, is
+  computed as a product with a vector of ones: XLA:CPU reduced [16, 256, 384] over its leading
+  axis in 7.5 ms, the product takes 0.1-0.2 ms (the same sum, float32 accumulation)."""
+  dtype = jnp.result_type(x_BxLxD, positions_LxD)
+  return _add_over_batch(x_BxLxD.astype(dtype), positions_LxD.astype(dtype))
+
+
+@jax.custom_vjp
+def _add_over_batch(x_BxLxD, positions_LxD):
+  return x_BxLxD + positions_LxD[None]
+
+
+def _add_over_batch_fwd(x_BxLxD, positions_LxD):
+  return _add_over_batch(x_BxLxD, positions_LxD), None
+
+
+def _add_over_batch_bwd(_, dy_BxLxD):
+  ones_B = jnp.ones(dy_BxLxD.shape[:1], dy_BxLxD.dtype)
+  d_positions = jnp.einsum('b,bld->ld', ones_B, dy_BxLxD, preferred_element_type=jnp.float32)
+  return dy_BxLxD, d_positions.astype(dy_BxLxD.dtype)
+
+
+_add_over_batch.defvjp(_add_over_batch_fwd, _add_over_batch_bwd)
+
+
 class Norm(nn.Module):
   """RMSNorm or LayerNorm over the last axis, computed in float32."""
   cfg: TransformerConfig

@@ -20,7 +20,7 @@ from einops import rearrange
 from models import mup
 from models.attention import CausalSelfAttention, DecodeSlots
 from models.config import TransformerConfig
-from models.layers import DenseGeneral, Mlp, Norm, dtype_of, param_with_axes
+from models.layers import DenseGeneral, Mlp, Norm, add_positions, dtype_of, param_with_axes
 from models.remat import remat_policy
 
 RESIDUAL_AXES = ('act_batch', 'act_length', 'act_embed')
@@ -73,7 +73,7 @@ class Transformer(nn.Module):
       positions_LxD = param_with_axes(self, 'position_embedding', embed_init,
                                       (cfg.max_len, cfg.d_model), (None, 'embed'), cfg)
       if slots is None:
-        x_BxLxD = x_BxLxD + positions_LxD[None, :tokens_BxL.shape[1]]
+        x_BxLxD = add_positions(x_BxLxD, positions_LxD[:tokens_BxL.shape[1]])
       else:
         x_BxLxD = x_BxLxD + jnp.take(positions_LxD, slots.positions(tokens_BxL.shape[1]), axis=0)
     x_BxLxD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BxLxD)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from models.config import TransformerConfig
+from models.layers import add_positions
 from models.transformer import Transformer
 from train.step import loss_fn
 
@@ -61,3 +62,17 @@ def test_scan_over_layers_equals_the_unrolled_stack():
   np.testing.assert_allclose(Transformer(scanned_cfg).apply({'params': scanned}, x),
                              Transformer(unrolled_cfg).apply({'params': unrolled}, x),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('x_dtype', [jnp.float32, jnp.bfloat16])
+def test_add_positions_has_the_gradients_of_a_broadcast_add(x_dtype):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 5, 4)), x_dtype)
+  positions = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32)
+  weights = jnp.asarray(rng.standard_normal((3, 5, 4)), jnp.float32)
+  ours = jax.grad(lambda x, p: jnp.sum(jnp.tanh(add_positions(x, p)) * weights), (0, 1))
+  autodiff = jax.grad(lambda x, p: jnp.sum(jnp.tanh(x + p[None]) * weights), (0, 1))
+  for got, want in zip(ours(x, positions), autodiff(x, positions)):
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=1e-6, atol=1e-6)
