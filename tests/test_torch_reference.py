@@ -83,13 +83,15 @@ def test_comparison_alternates_and_reports_the_ratio_spread():
     framework = 'jax' if 'launch.py' in command[1] else 'pytorch'
     calls.append(framework)
     rate = {'jax': [100.0, 90.0, 120.0], 'pytorch': [100.0, 100.0, 100.0]}[framework]
-    return {'tokens_per_s': rate[calls.count(framework) - 1], 'compile_s': 1.0, 'batch': 16,
-            'seq_len': 256, 'parameters': 10}
+    tokens_per_s = rate[calls.count(framework) - 1]
+    return {'tokens_per_s': tokens_per_s, 'compile_s': 1.0, 'batch': 16, 'seq_len': 256,
+            'parameters': 10, 'step_s_min': 0.5 * 4096 / tokens_per_s}
 
   summary = compare_torch.compare('gpt_byte', 0, 3, 2, run=fake_run)
   assert calls == ['jax', 'pytorch', 'pytorch', 'jax', 'jax', 'pytorch']
   assert summary['ratios'] == pytest.approx([1.0, 0.9, 1.2])
   assert 'ratio JAX/PyTorch  0.90 / 1.00 / 1.20' in compare_torch.format_summary(summary)
+  assert 'ratio of the fastest steps  0.90 / 1.00 / 1.20' in compare_torch.format_summary(summary)
   assert summary['jax_command'].startswith('python launch.py bench --config configs/gpt2_small.py')
 
 
