@@ -3,8 +3,9 @@
 Every execution of a compiled XLA:CPU program allocates its temporaries as one block (1.2 GB
 for the 6-layer byte-vocabulary GPT at batch 16 x 256) and frees it when the step ends. glibc's
 malloc serves a block that large with a fresh `mmap` and returns it to the kernel on free, so
-every step touches 1.2 GB of new pages: 320,000 page faults and 0.6 s of kernel time a step,
-which is 14% of that step's time on a 2-core CPU (README, "Speed").
+every step touches 1.2 GB of new pages: 320,000 page faults and 0.6 s of kernel time a step.
+Without them that step takes 1.78-1.81 s instead of 2.04-2.10 s on a 2-core CPU (README, "Host
+memory: no page faults per step").
 
 `keep_freed_memory()` tells glibc (through `mallopt`) to serve every thread from the main heap,
 never with `mmap`, and never to give freed memory back, so the next step reuses the same pages:
