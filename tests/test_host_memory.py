@@ -10,7 +10,9 @@ import numpy as np  # pylint: disable=unused-import  # imported first, as in any
 import host_memory
 from tests.multidevice import ROOT
 
-# A 64 MiB result allocated by every call: without reuse, each call maps fresh pages.
+# A 64 MiB result allocated by every call: without reuse, each call maps fresh pages. XLA frees
+# a result a moment after Python drops it, so with reuse the heap first grows to a dozen
+# results or so (what is in flight at once), and then stays: far short of one block a call.
 _REPEATED_CALLS = '''
 import resource, sys
 import host_memory
@@ -18,16 +20,16 @@ applied = host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp
 double = jax.jit(lambda x: x * 2.0)
 x = jnp.ones((1 << 24,), jnp.float32)
-for _ in range(6):
+for _ in range(30):  # the heap grows to what is in flight at once, then stays
   double(x).block_until_ready()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(20):
   double(x).block_until_ready()
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
 '''
 
 
-def _faults_of_five_calls(opt_out: str) -> tuple[str, int]:
+def _faults_of_twenty_calls(opt_out: str) -> tuple[str, int]:
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', host_memory.OPT_OUT: opt_out}
   done = subprocess.run([sys.executable, '-c', _REPEATED_CALLS], cwd=ROOT, env=env, check=True,
                         capture_output=True, text=True, timeout=120)
@@ -37,12 +39,12 @@ def _faults_of_five_calls(opt_out: str) -> tuple[str, int]:
 
 def test_reused_memory_stops_the_page_faults_of_repeated_executions():
   pages_per_result = (64 << 20) // os.sysconf('SC_PAGE_SIZE')
-  applied, faults = _faults_of_five_calls('1')
+  applied, faults = _faults_of_twenty_calls('1')
   assert applied == 'True'
-  assert faults < pages_per_result, faults
-  applied, faults = _faults_of_five_calls('0')  # glibc's default: a fresh mmap per result
+  assert faults < 5 * pages_per_result, faults
+  applied, faults = _faults_of_twenty_calls('0')  # glibc's default: a fresh mmap per result
   assert applied == 'False'
-  assert faults >= 4 * pages_per_result, faults
+  assert faults >= 16 * pages_per_result, faults
 
 
 def test_off_once_numpy_started_and_on_accelerators(monkeypatch):
