@@ -9,8 +9,9 @@ memory: no page faults per step").
 
 `keep_freed_memory()` tells glibc (through `mallopt`) to serve every thread from the main heap,
 never with `mmap`, and never to give freed memory back, so the next step reuses the same pages:
-no page faults after the first step. The price is resident memory: the process keeps its peak
-(up to two steps' temporaries when steps are dispatched back to back). It must run before numpy
+no page faults once the heap has grown to what is in flight at once. XLA frees a step's block a
+moment after its results are ready, so the next step's block is sometimes allocated first and
+the heap holds two. That is the price: resident memory keeps its peak. It must run before numpy
 or jax start their threads; `launch.py` calls it first thing. It is left off on machines with an
 accelerator (device memory is not malloc's, and one heap would make host threads such as the
 input pipeline and checkpoint writers share a lock), off outside glibc, and off when the

@@ -20,7 +20,7 @@ applied = host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp
 double = jax.jit(lambda x: x * 2.0)
 x = jnp.ones((1 << 24,), jnp.float32)
-for _ in range(30):  # the heap grows to what is in flight at once, then stays
+for _ in range(30):
   double(x).block_until_ready()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
