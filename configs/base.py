@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   #                             bf16/fp16). auto: cudnn on an NVIDIA GPU in bf16/fp16, else chunked
   m.attention_cache_bytes = -1  # chunked: (batch, head) pairs in groups whose scores fit this
   #                               cache size; -1 auto (1 MiB on CPU, 0 = all at once elsewhere)
+  m.matmul_impl = 'auto'  # auto | xla | openblas: float32 products on one CPU device through
+  #                        OpenBLAS's sgemm (models/cpu_matmul.py); auto: openblas there, else xla
   m.mlp = 'swiglu'  # swiglu | gelu
   m.use_bias = False  # biases in attention/MLP projections (and LayerNorm)
   m.tie_embeddings = True

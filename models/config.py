@@ -19,6 +19,7 @@ REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETERIZATIONS = ('sp', 'mup')
 ATTENTION_IMPLS = ('auto', 'chunked', 'xla', 'cudnn')
+MATMUL_IMPLS = ('auto', 'xla', 'openblas')
 KINDS = ('decoder', 'encoder', 'encoder_decoder')
 
 
@@ -46,6 +47,7 @@ class TransformerConfig:
   attention_query_chunk: int = 128
   attention_impl: str = 'auto'
   attention_cache_bytes: int = -1
+  matmul_impl: str = 'auto'
   mlp: str = 'swiglu'
   use_bias: bool = False
   tie_embeddings: bool = True
@@ -108,7 +110,8 @@ def problems(values) -> list[str]:
       out.append(f'model.{name}={getattr(cfg, name)} must be positive')
   choices = (('kind', KINDS), ('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS),
              ('remat', REMAT_POLICIES), ('dtype', DTYPES), ('param_dtype', DTYPES),
-             ('parameterization', PARAMETERIZATIONS), ('attention_impl', ATTENTION_IMPLS))
+             ('parameterization', PARAMETERIZATIONS), ('attention_impl', ATTENTION_IMPLS),
+             ('matmul_impl', MATMUL_IMPLS))
   for name, allowed in choices:
     if getattr(cfg, name) not in allowed:
       out.append(f'model.{name}={getattr(cfg, name)!r} is not one of {", ".join(allowed)}')

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import mup
+from models import cpu_matmul, mup
 from models.config import TransformerConfig
 from models.rope import RopeScaling, inverse_frequencies
 
@@ -53,12 +53,22 @@ class DenseGeneral(nn.Module):
     # contraction about 2x slower than the same FLOPs as a plain matrix product.
     x_2d = x.astype(kernel.dtype).reshape(int(np.prod(lead_shape)), int(np.prod(self.in_shape)))
     kernel_2d = kernel.reshape(int(np.prod(self.in_shape)), int(np.prod(self.out_shape)))
-    y = (x_2d @ kernel_2d).reshape(lead_shape + self.out_shape)
+    y = matmul_2d(x_2d, kernel_2d, self.cfg).reshape(lead_shape + self.out_shape)
     if self.cfg.use_bias:
       bias_axes = self.kernel_axes[n_in:]
       y = y + param_with_axes(self, 'bias', nn.initializers.zeros, self.out_shape, bias_axes,
                               self.cfg)
     return y
+
+
+def matmul_2d(x_MxK: jax.Array, w: jax.Array, cfg: TransformerConfig,
+              transpose_w: bool = False) -> jax.Array:
+  """x . w (w [K, N]), or x . w^T (w [N, K]) when `transpose_w`: through OpenBLAS when
+  `model.matmul_impl` resolved to openblas (models/cpu_matmul.py) and both are float32, else
+  XLA's dot. `auto` left unresolved (a model built outside a run, a test) means XLA's dot."""
+  if cfg.matmul_impl == 'openblas' and x_MxK.dtype == w.dtype == jnp.float32:
+    return cpu_matmul.matmul(x_MxK, w, transpose_w)
+  return x_MxK @ (w.T if transpose_w else w)
 
 
 def add_positions(x_BxLxD: jax.Array, positions_LxD: jax.Array) -> jax.Array:

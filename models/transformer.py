@@ -20,7 +20,8 @@ from einops import rearrange
 from models import mup
 from models.attention import CausalSelfAttention, DecodeSlots
 from models.config import TransformerConfig
-from models.layers import DenseGeneral, Mlp, Norm, add_positions, dtype_of, param_with_axes
+from models.layers import (DenseGeneral, Mlp, Norm, add_positions, dtype_of, matmul_2d,
+                           param_with_axes)
 from models.remat import remat_policy
 
 RESIDUAL_AXES = ('act_batch', 'act_length', 'act_embed')
@@ -102,7 +103,7 @@ class Transformer(nn.Module):
       return x_BxLxD
     if cfg.tie_embeddings:
       x_NxD = rearrange(x_BxLxD, 'b l d -> (b l) d')  # 2-D matmul: faster on XLA:CPU
-      logits_NxV = x_NxD @ table_VxD.astype(x_NxD.dtype).T
+      logits_NxV = matmul_2d(x_NxD, table_VxD.astype(x_NxD.dtype), cfg, transpose_w=True)
       logits_BxLxV = rearrange(logits_NxV, '(b l) v -> b l v', b=tokens_BxL.shape[0])
     else:
       logits_BxLxV = DenseGeneral(cfg, (cfg.d_model,), (cfg.padded_vocab,), ('embed', 'vocab'),

@@ -96,6 +96,7 @@ def benchmark_step(config, steps: int = 10, peak_measurements: int = PEAK_MEASUR
     label += ', raised to the step\'s own rate: every peak measurement ran on a busy machine'
   return {'config': config.name, 'devices': jax.device_count(), 'backend': jax.default_backend(),
           'batch': batch, 'seq_len': seq_len, 'attention': exp.model_cfg.attention_impl,
+          'matmul': exp.model_cfg.matmul_impl,
           'compile_s': compile_s,
           'first_step_s': first_step_s, 'steps': steps, 'step_s': step_s,
           'step_s_min': min(times), 'step_s_max': max(times),
@@ -111,7 +112,8 @@ def format_benchmark(result: dict) -> str:
           f"{1000 * result['step_s']:.1f} ms (median), MFU {100 * result['mfu']:.1f}% of "
           f"{result['mfu_of']}{spread} on {result['devices']} "
           f"{result['backend']} device(s); batch {result['batch']} x {result['seq_len']}"
-          + (f", attention {result['attention']}" if result.get('attention') else ''))
+          + (f", attention {result['attention']}" if result.get('attention') else '')
+          + (f", matmul {result['matmul']}" if result.get('matmul') else ''))
 
 
 def bench(config, steps: int, as_json: bool) -> int:

@@ -37,6 +37,7 @@ from data.tokenizers import Tokenizer, load_tokenizer
 from errors import UserError
 from models.attention import check_attention_platform, for_platform
 from models.config import TransformerConfig
+from models.cpu_matmul import resolve_matmul_impl
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
 from sharding.rules import Rules, batch_axes, rules_for
@@ -194,6 +195,8 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   mesh = build_mesh(config.mesh, devices)
   platform = mesh.devices.flat[0].platform
   model_cfg = for_platform(TransformerConfig.from_dict(config.model), platform)
+  model_cfg = dataclasses.replace(model_cfg, matmul_impl=resolve_matmul_impl(
+      model_cfg.matmul_impl, platform, mesh.devices.size, model_cfg.dtype, model_cfg.remat))
   objective = objectives.objective_of(config)
   labelled_set = labelled.load_labelled(config) if with_data and objective.name == 'classify' \
       else None
