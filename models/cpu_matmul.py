@@ -77,8 +77,8 @@ def build_command(output: Path) -> list[str]:
 
 def library_path() -> Path:
   """The built kernel, compiled now unless a build of the same inputs is cached."""
-  probe = build_command(Path('OUTPUT'))
-  digest = hashlib.sha256('\0'.join(probe).encode() + SOURCE.read_bytes() +
+  command = build_command(Path('OUTPUT'))  # the output path is its last item
+  digest = hashlib.sha256('\0'.join(command).encode() + SOURCE.read_bytes() +
                           jax.__version__.encode()).hexdigest()[:16]
   try:
     directory = _cache_dir()
@@ -89,7 +89,8 @@ def library_path() -> Path:
   if path.exists():
     return path
   partial = directory / f'.{path.name}.{os.getpid()}'  # concurrent builders each rename theirs
-  result = subprocess.run(build_command(partial), capture_output=True, text=True, check=False)
+  result = subprocess.run(command[:-1] + [str(partial)], capture_output=True, text=True,
+                          check=False)
   if result.returncode:
     last = (result.stderr.strip().splitlines() or ['(no output)'])[-1]
     raise Unavailable(f'compiling {SOURCE.name} failed: {last}')
@@ -142,16 +143,7 @@ def resolve_matmul_impl(impl: str, platform: str, n_devices: int, dtype: str,
   return 'xla'
 
 
-USE = {'fwd': True, 'dx': True, 'dw': True}
-
-
-def _xla(a, b, transpose_a, transpose_b):
-  return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
-
-
-def _sgemm(a: jax.Array, b: jax.Array, transpose_a: bool, transpose_b: bool, part='fwd') -> jax.Array:
-  if not USE[part]:
-    return _xla(a, b, transpose_a, transpose_b)
+def _sgemm(a: jax.Array, b: jax.Array, transpose_a: bool, transpose_b: bool) -> jax.Array:
   rows = a.shape[1] if transpose_a else a.shape[0]
   cols = b.shape[0] if transpose_b else b.shape[1]
   call = jax.ffi.ffi_call(TARGET_NAME, jax.ShapeDtypeStruct((rows, cols), jnp.float32),
@@ -173,9 +165,9 @@ def _matmul_fwd(a_MxK, b, transpose_b):
 def _matmul_bwd(transpose_b, residuals, dy_MxN):
   a_MxK, b = residuals
   if transpose_b:  # y = a b^T: da = dy b, db = dy^T a
-    return _sgemm(dy_MxN, b, False, False, 'dx'), _sgemm(dy_MxN, a_MxK, True, False, 'dw')
-  return _sgemm(dy_MxN, b, False, True, 'dx'), _sgemm(a_MxK, dy_MxN, True, False, 'dw')  # da = dy b^T,
-  #                                                                            db = a^T dy
+    return _sgemm(dy_MxN, b, False, False), _sgemm(dy_MxN, a_MxK, True, False)
+  # y = a b: da = dy b^T, db = a^T dy
+  return _sgemm(dy_MxN, b, False, True), _sgemm(a_MxK, dy_MxN, True, False)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)

@@ -45,7 +45,7 @@ SAFE_TO_CHANGE = (
     'model.remat',  # recomputation trades memory for time, same numbers
     'model.attention_impl', 'model.attention_query_chunk', 'model.attention_cache_bytes',  # how
     #   attention is computed (cuDNN, XLA, blocks), the same numbers to round-off
-    'model.matmul_impl',  # whose kernel computes the products (XLA's, OpenBLAS's): same to round-off
+    'model.matmul_impl',  # XLA's or OpenBLAS's products: the same numbers to round-off
     'train.grad_accum_steps',  # micro-batching of the same global batch: same gradient
 )
 
