@@ -38,8 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   m.rope_high_freq_factor = 4.0  # Llama 3.x: under original_len / this kept; smooth in between
   m.rope_original_max_len = 8192  # Llama 3.x: the context length the model was pretrained at
   m.attention_query_chunk = 128  # causal attention in blocks of this many queries; 0: one block
-  m.attention_impl = 'auto'  # auto | chunked | xla | cudnn (jax.nn.dot_product_attention; GPU,
-  #                             bf16/fp16). auto: cudnn on an NVIDIA GPU in bf16/fp16, else chunked
+  m.attention_impl = 'auto'  # auto | chunked | cpu (C++ kernel, one CPU device, float32) | xla |
+  #   cudnn (jax.nn.dot_product_attention; GPU, bf16/fp16). auto: cpu where it runs, cudnn on an
+  #   NVIDIA GPU in bf16/fp16, else chunked
   m.attention_cache_bytes = -1  # chunked: (batch, head) pairs in groups whose scores fit this
   #                               cache size; -1 auto (1 MiB on CPU, 0 = all at once elsewhere)
   m.matmul_impl = 'auto'  # auto | xla | openblas: float32 products on one CPU device through

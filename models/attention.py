@@ -25,7 +25,7 @@ import numpy as np
 from einops import rearrange
 
 from errors import UserError
-from models import mup
+from models import cpu_attention, mup
 from models.blocked_attention import grouped_causal_attention
 from models.config import TransformerConfig
 from models.layers import DenseGeneral, rotary
@@ -121,6 +121,9 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
                      query_chunk: int, impl: str = 'chunked', cache_bytes: int = 0) -> jax.Array:
   """softmax(q k^T + causal mask) v (q already scaled), computed as `impl` says:
 
+  cpu      a C++ kernel for one CPU device in float32 (models/cpu_attention.py): the same
+           blocks, each block's scores and softmax kept in a thread's cache, nothing of size
+           [L, L] stored for the backward (it recomputes the probabilities).
   chunked  over blocks of `query_chunk` queries (0: one block), head-major, with a hand-written
            backward (models/blocked_attention.py). Queries in block c only attend to keys
            0 .. (c+1)*chunk - 1, so the masked-out upper blocks are never computed: with C blocks
@@ -129,9 +132,14 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
   xla      `jax.nn.dot_product_attention(implementation='xla')`: the full square, masked.
   cudnn    the same call with implementation='cudnn': cuDNN's fused (flash) attention on an
            NVIDIA GPU, bfloat16 or float16 only (`check_attention_platform` says so up front).
-  auto     resolved per platform by `for_platform` (train/experiment.py); a model built without
-           it (a coordinate check, a test) computes the chunked path.
+  auto     resolved per platform by `for_platform` and `resolve_attention_impl` (train/
+           experiment.py); a model built without them (a coordinate check, a test) computes the
+           chunked path.
   """
+  if impl == 'cpu':
+    q_BxLxHxDh = rearrange(q_BxLxKxGxDh, 'b l k g d -> b l (k g) d')
+    out_BxLxHxDh = cpu_attention.causal_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, query_chunk)
+    return rearrange(out_BxLxHxDh, 'b l (k g) d -> b l k g d', k=k_BxLxKxDh.shape[2])
   if impl not in ('chunked', 'auto'):
     q_BxLxHxDh = rearrange(q_BxLxKxGxDh, 'b l k g d -> b l (k g) d')  # head h = k * G + g, as
     out_BxLxHxDh = jax.nn.dot_product_attention(  # jax groups them

@@ -18,7 +18,7 @@ MLPS = ('swiglu', 'gelu')
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PARAMETERIZATIONS = ('sp', 'mup')
-ATTENTION_IMPLS = ('auto', 'chunked', 'xla', 'cudnn')
+ATTENTION_IMPLS = ('auto', 'chunked', 'cpu', 'xla', 'cudnn')
 MATMUL_IMPLS = ('auto', 'xla', 'openblas')
 KINDS = ('decoder', 'encoder', 'encoder_decoder')
 

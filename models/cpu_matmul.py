@@ -10,20 +10,13 @@ XLA's own intra-op thread pool computes, so no second thread pool competes with 
 `models/layers.py` uses it when `model.matmul_impl` resolves to `openblas`
 (`resolve_matmul_impl`): one CPU device, float32.
 
-The kernel is compiled on first use with the machine's C++ compiler (about 5 s) against
-jaxlib's FFI headers and the wheel's OpenBLAS, and cached under `$XDG_CACHE_HOME` (default
-~/.cache) by the hash of everything that goes into it. Without a compiler or the wheel, `auto`
-falls back to XLA's products and logs why; an explicit `openblas` is an error.
+The kernel is built and registered with the other CPU kernels (models/cpu_kernels.py): without
+a compiler or the OpenBLAS wheel, `auto` falls back to XLA's products and logs why; an explicit
+`openblas` is an error.
 """
 
 import functools
-import hashlib
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -31,84 +24,11 @@ import numpy as np
 
 from errors import UserError
 from models.config import MATMUL_IMPLS
+from models.cpu_kernels import blockers as kernel_blockers
+from models.cpu_kernels import unavailable_reason  # pylint: disable=unused-import
 
-SOURCE = Path(__file__).with_suffix('.cc')
 TARGET_NAME = 'cpu_openblas_sgemm'
 _log = logging.getLogger(__name__)
-
-
-class Unavailable(Exception):
-  """The OpenBLAS kernel cannot be built or loaded here; the message says why and the fix."""
-
-
-def _openblas():
-  try:
-    import scipy_openblas32  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise Unavailable('the scipy-openblas32 wheel is not installed (`make install` installs '
-                      'it from requirements.lock)') from e
-  return scipy_openblas32
-
-
-def _compiler() -> str:
-  chosen = os.environ.get('CXX')
-  found = shutil.which(chosen) if chosen else (shutil.which('g++') or shutil.which('c++'))
-  if not found:
-    looked_for = f'CXX={chosen}' if chosen else 'g++ or c++ on PATH'
-    raise Unavailable(f'no C++ compiler found ({looked_for}): install g++ (`apt install g++`) '
-                      'or set CXX to one')
-  return found
-
-
-def _cache_dir() -> Path:
-  root = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache')
-  return root / 'scaling-transformers'
-
-
-def build_command(output: Path) -> list[str]:
-  """The compiler call that builds the kernel into `output`."""
-  openblas = _openblas()
-  lib_dir = openblas.get_lib_dir()
-  return [_compiler(), '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
-          f'-I{jax.ffi.include_dir()}', f'-I{openblas.get_include_dir()}', str(SOURCE),
-          f'-L{lib_dir}', f'-l{openblas.get_library()}', f'-Wl,-rpath,{lib_dir}',
-          '-o', str(output)]
-
-
-def library_path() -> Path:
-  """The built kernel, compiled now unless a build of the same inputs is cached."""
-  command = build_command(Path('OUTPUT'))  # the output path is its last item
-  digest = hashlib.sha256('\0'.join(command).encode() + SOURCE.read_bytes() +
-                          jax.__version__.encode()).hexdigest()[:16]
-  try:
-    directory = _cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-  except OSError:
-    directory = Path(tempfile.gettempdir())
-  path = directory / f'cpu_matmul-{digest}.so'
-  if path.exists():
-    return path
-  partial = directory / f'.{path.name}.{os.getpid()}'  # concurrent builders each rename theirs
-  result = subprocess.run(command[:-1] + [str(partial)], capture_output=True, text=True,
-                          check=False)
-  if result.returncode:
-    last = (result.stderr.strip().splitlines() or ['(no output)'])[-1]
-    raise Unavailable(f'compiling {SOURCE.name} failed: {last}')
-  os.replace(partial, path)
-  return path
-
-
-@functools.cache
-def unavailable_reason() -> str | None:
-  """None once the kernel is built and registered with XLA:CPU in this process, else why not."""
-  try:
-    import ctypes  # pylint: disable=import-outside-toplevel
-    library = ctypes.cdll.LoadLibrary(str(library_path()))
-    jax.ffi.register_ffi_target(TARGET_NAME, jax.ffi.pycapsule(library.CpuSgemm),
-                                platform='cpu')
-  except (Unavailable, OSError) as e:
-    return str(e)
-  return None
 
 
 def resolve_matmul_impl(impl: str, platform: str, n_devices: int, dtype: str,
@@ -120,19 +40,9 @@ def resolve_matmul_impl(impl: str, platform: str, n_devices: int, dtype: str,
     raise UserError(f'model.matmul_impl={impl!r} is not one of {", ".join(MATMUL_IMPLS)}')
   if impl == 'xla':
     return impl
-  blockers = []
-  if platform != 'cpu':
-    blockers.append(f'the devices are {platform}, not cpu')
-  if n_devices != 1:
-    blockers.append(f'the mesh has {n_devices} devices (XLA cannot split a custom call)')
-  if dtype != 'float32':
-    blockers.append(f'model.dtype={dtype} (the kernel is float32 sgemm)')
+  blockers = kernel_blockers(platform, n_devices, dtype)
   if remat.startswith('dots'):
     blockers.append(f'model.remat={remat} keeps XLA dot outputs, and these products are not')
-  if not blockers:
-    reason = unavailable_reason()
-    if reason:
-      blockers.append(reason)
   if not blockers:
     return 'openblas'
   if impl == 'openblas':

@@ -70,8 +70,8 @@ def test_bench_on_cpu_never_prints_mfu_above_100_percent(monkeypatch):
   text = bench.format_benchmark(result)
   assert 'MFU 100.0%' in text and 'raised to the step' in text and 'best of 4' in text
   assert text.startswith(f"tiny: compile {result['compile_s']:.1f} s, then")
-  assert result['attention'] == 'chunked' and result['matmul'] == 'openblas'  # auto on one CPU
-  assert text.endswith('attention chunked, matmul openblas')
+  assert result['attention'] == 'cpu' and result['matmul'] == 'openblas'  # auto on one CPU
+  assert text.endswith('attention cpu, matmul openblas')
   assert result['compile_s'] > 0 and result['step_s_min'] <= result['step_s'] <= result['step_s_max']
 
 

@@ -37,6 +37,7 @@ from data.tokenizers import Tokenizer, load_tokenizer
 from errors import UserError
 from models.attention import check_attention_platform, for_platform
 from models.config import TransformerConfig
+from models.cpu_attention import resolve_attention_impl
 from models.cpu_matmul import resolve_matmul_impl
 from models.transformer import Transformer
 from sharding.mesh import build_mesh
@@ -196,7 +197,9 @@ def build_experiment(config, with_data: bool = True, progress: bool = True,
   platform = mesh.devices.flat[0].platform
   model_cfg = for_platform(TransformerConfig.from_dict(config.model), platform)
   model_cfg = dataclasses.replace(model_cfg, matmul_impl=resolve_matmul_impl(
-      model_cfg.matmul_impl, platform, mesh.devices.size, model_cfg.dtype, model_cfg.remat))
+      model_cfg.matmul_impl, platform, mesh.devices.size, model_cfg.dtype, model_cfg.remat),
+      attention_impl=resolve_attention_impl(config.model.attention_impl, model_cfg.attention_impl,
+                                            platform, mesh.devices.size, model_cfg.dtype))
   objective = objectives.objective_of(config)
   labelled_set = labelled.load_labelled(config) if with_data and objective.name == 'classify' \
       else None
