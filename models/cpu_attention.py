@@ -12,17 +12,15 @@ Checked against the float64 NumPy reference and the chunked path (tests/test_cpu
 """
 
 import functools
-import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from errors import UserError
 from models.cpu_kernels import blockers as kernel_blockers
+from models.cpu_kernels import choose
 
 FORWARD_TARGET, BACKWARD_TARGET = 'cpu_causal_attention_fwd', 'cpu_causal_attention_bwd'
-_log = logging.getLogger(__name__)
 
 
 def resolve_attention_impl(requested: str, resolved: str, platform: str, n_devices: int,
@@ -32,16 +30,11 @@ def resolve_attention_impl(requested: str, resolved: str, platform: str, n_devic
   this kernel where it can run; an explicit `cpu` that cannot run is an error."""
   if requested not in ('auto', 'cpu'):
     return resolved
-  blockers = kernel_blockers(platform, n_devices, dtype)
-  if not blockers:
-    return 'cpu'
-  if requested == 'cpu':
-    raise UserError(f'model.attention_impl=cpu cannot run: {"; ".join(blockers)}; use '
-                    '--config.model.attention_impl=chunked (or auto)')
-  if platform == 'cpu' and n_devices == 1 and dtype == 'float32':
-    _log.warning('attention uses the chunked XLA path, not the CPU kernel: %s',
-                 '; '.join(blockers))
-  return resolved
+  fallback = 'chunked' if resolved == 'cpu' else resolved  # resolved is cpu when asked for
+  return choose('attention_impl', requested, 'cpu', fallback,
+                kernel_blockers(platform, n_devices, dtype),
+                platform == 'cpu' and n_devices == 1 and dtype == 'float32',
+                'attention uses the chunked XLA path, not the CPU kernel')
 
 
 def _forward_call(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, chunk):

@@ -11,6 +11,7 @@ wheel it returns why (with the fix), and the callers fall back to XLA's own ops.
 
 import functools
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import jax
 
+from errors import UserError
+
 HERE = Path(__file__).parent
 SOURCES = (HERE / 'cpu_matmul.cc', HERE / 'cpu_attention.cc')
 HEADERS = (HERE / 'cpu_parallel.h',)
@@ -27,6 +30,7 @@ HEADERS = (HERE / 'cpu_parallel.h',)
 TARGETS = {'cpu_openblas_sgemm': 'CpuSgemm',
            'cpu_causal_attention_fwd': 'CpuCausalAttentionForward',
            'cpu_causal_attention_bwd': 'CpuCausalAttentionBackward'}
+_log = logging.getLogger(__name__)
 
 
 class Unavailable(Exception):
@@ -132,3 +136,18 @@ def blockers(platform_name: str, n_devices: int, dtype: str) -> list[str]:
   if not found and (reason := unavailable_reason()):
     found.append(reason)
   return found
+
+
+def choose(option: str, requested: str, kernel: str, fallback: str, blockers: list[str],
+           expected: bool, without: str) -> str:
+  """`kernel` when nothing blocks it, else `fallback`: a UserError naming the fix when the user
+  asked for `kernel` explicitly (`option` is its config key), a logged warning (`without` says
+  what runs instead) when `expected` (one CPU device in float32, where it would normally run)."""
+  if not blockers:
+    return kernel
+  if requested == kernel:
+    raise UserError(f'model.{option}={kernel} cannot run: {"; ".join(blockers)}; use '
+                    f'--config.model.{option}={fallback} (or auto)')
+  if expected:
+    _log.warning('%s: %s', without, '; '.join(blockers))
+  return fallback

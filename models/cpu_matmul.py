@@ -16,7 +16,6 @@ a compiler or the OpenBLAS wheel, `auto` falls back to XLA's products and logs w
 """
 
 import functools
-import logging
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +24,10 @@ import numpy as np
 from errors import UserError
 from models.config import MATMUL_IMPLS
 from models.cpu_kernels import blockers as kernel_blockers
+from models.cpu_kernels import choose
 from models.cpu_kernels import unavailable_reason  # pylint: disable=unused-import
 
 TARGET_NAME = 'cpu_openblas_sgemm'
-_log = logging.getLogger(__name__)
 
 
 def resolve_matmul_impl(impl: str, platform: str, n_devices: int, dtype: str,
@@ -43,14 +42,9 @@ def resolve_matmul_impl(impl: str, platform: str, n_devices: int, dtype: str,
   blockers = kernel_blockers(platform, n_devices, dtype)
   if remat.startswith('dots'):
     blockers.append(f'model.remat={remat} keeps XLA dot outputs, and these products are not')
-  if not blockers:
-    return 'openblas'
-  if impl == 'openblas':
-    raise UserError(f'model.matmul_impl=openblas cannot run: {"; ".join(blockers)}; use '
-                    '--config.model.matmul_impl=xla (or auto)')
-  if platform == 'cpu' and n_devices == 1 and dtype == 'float32':
-    _log.warning('matrix products use XLA:CPU, not OpenBLAS: %s', '; '.join(blockers))
-  return 'xla'
+  return choose('matmul_impl', impl, 'openblas', 'xla', blockers,
+                platform == 'cpu' and n_devices == 1 and dtype == 'float32',
+                'matrix products use XLA:CPU, not OpenBLAS')
 
 
 def _sgemm(a: jax.Array, b: jax.Array, transpose_a: bool, transpose_b: bool) -> jax.Array:

@@ -12,9 +12,9 @@ from models import cpu_attention, cpu_kernels
 from models.attention import causal_attention
 from models.cpu_attention import resolve_attention_impl
 from tests.test_attention import reference_attention, reference_attention_grads
-from tests.tiny_run import tiny_flags, write_corpus
-from train.config import load_config
-from train.experiment import build_experiment
+from tests.tiny_run import train_steps
+
+GROUPED = dict(model__n_kv_heads=1, model__n_heads=4, model__attention_query_chunk=8)
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -92,29 +92,13 @@ def test_an_explicit_kernel_that_cannot_run_names_the_fix():
     resolve_attention_impl('cpu', 'cpu', 'gpu', 1, 'bfloat16')
 
 
-def _run_steps(tmp_path, impl: str, steps: int = 3):
-  tmp_path.mkdir()
-  write_corpus(tmp_path)
-  flags = tiny_flags(tmp_path, tmp_path / 'unused', model__attention_impl=impl,
-                     model__n_kv_heads=1, model__n_heads=4, model__attention_query_chunk=8)
-  config = load_config('configs/tiny.py', [f for f in flags if f.startswith('--config.')])
-  exp = build_experiment(config, progress=False)
-  state = exp.init_state()
-  tokens = np.random.default_rng(0).integers(0, 256, (8, 33)).astype(np.int32)
-  losses = []
-  with exp.mesh_context():
-    batch = jax.device_put(tokens, exp.batch_sharding)
-    for _ in range(steps):
-      state, metrics = exp.train_step(state, batch)
-      losses.append(float(metrics['loss']))
-  return exp, losses, state.params
-
-
 def test_a_training_run_through_the_kernel_matches_the_chunked_path(tmp_path):
   """A grouped-query tiny model on one CPU device: `auto` takes the kernel, and three AdamW
   steps give the chunked path's losses and parameters to float32 round-off."""
-  ours_exp, ours_losses, ours_params = _run_steps(tmp_path / 'cpu', 'auto')
-  chunked_exp, chunked_losses, chunked_params = _run_steps(tmp_path / 'chunked', 'chunked')
+  ours_exp, ours_losses, ours_params = train_steps(tmp_path / 'cpu', **GROUPED,
+                                                   model__attention_impl='auto')
+  chunked_exp, chunked_losses, chunked_params = train_steps(
+      tmp_path / 'chunked', **GROUPED, model__attention_impl='chunked')
   assert (ours_exp.model_cfg.attention_impl, chunked_exp.model_cfg.attention_impl) == (
       'cpu', 'chunked')
   hlo = ours_exp.train_step.lower(ours_exp.init_state(), jnp.zeros((8, 33), jnp.int32)).as_text()

@@ -12,9 +12,9 @@ import pytest
 from errors import UserError
 from models import cpu_matmul
 from models.cpu_matmul import resolve_matmul_impl
-from tests.tiny_run import ROOT, tiny_flags, write_corpus
-from train.config import load_config
-from train.experiment import build_experiment
+from tests.tiny_run import ROOT, train_steps
+
+BIASED = dict(model__use_bias=True, model__mlp='gelu', model__norm='layernorm')
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -106,29 +106,13 @@ def test_without_a_compiler_the_kernel_is_unavailable_with_the_fix(tmp_path):
   assert not list(tmp_path.rglob('*.so'))
 
 
-def _run_steps(tmp_path, impl: str, steps: int = 3):
-  tmp_path.mkdir()
-  write_corpus(tmp_path)
-  flags = tiny_flags(tmp_path, tmp_path / 'unused', model__matmul_impl=impl,
-                     model__use_bias=True, model__mlp='gelu', model__norm='layernorm')
-  config = load_config('configs/tiny.py', [f for f in flags if f.startswith('--config.')])
-  exp = build_experiment(config, progress=False)
-  state = exp.init_state()
-  tokens = np.random.default_rng(0).integers(0, 256, (8, 33)).astype(np.int32)
-  losses = []
-  with exp.mesh_context():
-    batch = jax.device_put(tokens, exp.batch_sharding)
-    for _ in range(steps):
-      state, metrics = exp.train_step(state, batch)
-      losses.append(float(metrics['loss']))
-  return exp, losses, state.params
-
-
 def test_a_training_run_through_openblas_matches_xla_to_round_off(tmp_path):
   """The tiny model on one CPU device: `auto` takes OpenBLAS, and three AdamW steps give the
   losses and parameters of XLA's products to float32 round-off."""
-  blas_exp, blas_losses, blas_params = _run_steps(tmp_path / 'blas', 'auto')
-  xla_exp, xla_losses, xla_params = _run_steps(tmp_path / 'xla', 'xla')
+  blas_exp, blas_losses, blas_params = train_steps(tmp_path / 'blas', **BIASED,
+                                                   model__matmul_impl='auto')
+  xla_exp, xla_losses, xla_params = train_steps(tmp_path / 'xla', **BIASED,
+                                                model__matmul_impl='xla')
   assert (blas_exp.model_cfg.matmul_impl, xla_exp.model_cfg.matmul_impl) == ('openblas', 'xla')
   hlo = blas_exp.train_step.lower(blas_exp.init_state(), jnp.zeros((8, 33), jnp.int32)).as_text()
   # Each layer's q, k, v, out, up and down projections and the tied logits, forward and the

@@ -101,3 +101,26 @@ def shared_trained_run(tmp_path_factory) -> Path:
   assert launch.main(['train'] + tiny_flags(tmp_path, run_dir, train__steps=20)) == 0
   _SHARED_RUNS['run'] = run_dir
   return run_dir
+
+
+def train_steps(tmp_path: Path, steps: int = 3, **overrides):
+  """(experiment, losses, params) after `steps` train steps of the tiny model (`tiny_flags`
+  with `overrides`) on fixed random tokens, one process, no run directory."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from train.config import load_config  # pylint: disable=import-outside-toplevel
+  from train.experiment import build_experiment  # pylint: disable=import-outside-toplevel
+  tmp_path.mkdir()
+  write_corpus(tmp_path)
+  flags = tiny_flags(tmp_path, tmp_path / 'unused', **overrides)
+  config = load_config('configs/tiny.py', [f for f in flags if f.startswith('--config.')])
+  exp = build_experiment(config, progress=False)
+  state = exp.init_state()
+  tokens = np.random.default_rng(0).integers(0, 256, (8, 33)).astype(np.int32)
+  losses = []
+  with exp.mesh_context():
+    batch = jax.device_put(tokens, exp.batch_sharding)
+    for _ in range(steps):
+      state, metrics = exp.train_step(state, batch)
+      losses.append(float(metrics['loss']))
+  return exp, losses, state.params
