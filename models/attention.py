@@ -136,14 +136,15 @@ def causal_attention(q_BxLxKxGxDh: jax.Array, k_BxLxKxDh: jax.Array, v_BxLxKxDh:
            experiment.py); a model built without them (a coordinate check, a test) computes the
            chunked path.
   """
-  if impl == 'cpu':
-    q_BxLxHxDh = rearrange(q_BxLxKxGxDh, 'b l k g d -> b l (k g) d')
-    out_BxLxHxDh = cpu_attention.causal_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, query_chunk)
-    return rearrange(out_BxLxHxDh, 'b l (k g) d -> b l k g d', k=k_BxLxKxDh.shape[2])
   if impl not in ('chunked', 'auto'):
-    q_BxLxHxDh = rearrange(q_BxLxKxGxDh, 'b l k g d -> b l (k g) d')  # head h = k * G + g, as
-    out_BxLxHxDh = jax.nn.dot_product_attention(  # jax groups them
-        q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, scale=1.0, is_causal=True, implementation=impl)
+    # Head h = k * G + g, as jax.nn.dot_product_attention and the CPU kernel group them.
+    q_BxLxHxDh = rearrange(q_BxLxKxGxDh, 'b l k g d -> b l (k g) d')
+    if impl == 'cpu':
+      out_BxLxHxDh = cpu_attention.causal_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh,
+                                                    query_chunk)
+    else:
+      out_BxLxHxDh = jax.nn.dot_product_attention(
+          q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, scale=1.0, is_causal=True, implementation=impl)
     return rearrange(out_BxLxHxDh, 'b l (k g) d -> b l k g d', k=k_BxLxKxDh.shape[2])
   return grouped_causal_attention(q_BxLxKxGxDh, k_BxLxKxDh, v_BxLxKxDh, query_chunk,
                                   cache_bytes)

@@ -70,6 +70,18 @@ inline float Max(const float* x, int64_t n) {
   return top;
 }
 
+inline float Sum(const float* x, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] += x[j + l];
+  }
+  float total = 0.0f;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  for (; j < n; ++j) total += x[j];
+  return total;
+}
+
 inline float Dot(const float* x, const float* y, int64_t n) {
   float lanes[kLanes] = {};
   int64_t j = 0;
@@ -117,7 +129,6 @@ void Forward(const Shape& shape, const float* q, const float* k, const float* v,
   const int64_t block_size = shape.chunk * shape.length;
   float* p = Scratch(block_size + shape.chunk).data();
   float* inverse_total = p + block_size;
-  const std::vector<float> ones(shape.length, 1.0f);
   for (int64_t start = 0; start < shape.length; start += shape.chunk) {
     const int64_t end = std::min(start + shape.chunk, shape.length), rows = end - start;
     Scores(shape, q, k, start, end, p);
@@ -126,7 +137,7 @@ void Forward(const Shape& shape, const float* q, const float* k, const float* v,
       const int64_t visible = start + i + 1;
       const float top = Max(row, visible);
       for (int64_t j = 0; j < visible; ++j) row[j] = Exp(row[j] - top);
-      const float total = Dot(row, ones.data(), visible);
+      const float total = Sum(row, visible);
       std::fill(row + visible, row + end, 0.0f);
       lse[start + i] = top + std::log(total);
       inverse_total[i] = 1.0f / total;

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.cpu_kernels import blockers as kernel_blockers
 from models.cpu_kernels import choose
 
 FORWARD_TARGET, BACKWARD_TARGET = 'cpu_causal_attention_fwd', 'cpu_causal_attention_bwd'
@@ -31,9 +30,7 @@ def resolve_attention_impl(requested: str, resolved: str, platform: str, n_devic
   if requested not in ('auto', 'cpu'):
     return resolved
   fallback = 'chunked' if resolved == 'cpu' else resolved  # resolved is cpu when asked for
-  return choose('attention_impl', requested, 'cpu', fallback,
-                kernel_blockers(platform, n_devices, dtype),
-                platform == 'cpu' and n_devices == 1 and dtype == 'float32',
+  return choose('attention_impl', requested, 'cpu', fallback, platform, n_devices, dtype,
                 'attention uses the chunked XLA path, not the CPU kernel')
 
 

@@ -138,16 +138,18 @@ def blockers(platform_name: str, n_devices: int, dtype: str) -> list[str]:
   return found
 
 
-def choose(option: str, requested: str, kernel: str, fallback: str, blockers: list[str],
-           expected: bool, without: str) -> str:
-  """`kernel` when nothing blocks it, else `fallback`: a UserError naming the fix when the user
-  asked for `kernel` explicitly (`option` is its config key), a logged warning (`without` says
-  what runs instead) when `expected` (one CPU device in float32, where it would normally run)."""
-  if not blockers:
+def choose(option: str, requested: str, kernel: str, fallback: str, platform_name: str,
+           n_devices: int, dtype: str, without: str, extra_blockers: tuple[str, ...] = ()) -> str:
+  """`kernel` when nothing blocks it (`blockers` plus `extra_blockers`), else `fallback`: a
+  UserError naming the fix when the user asked for `kernel` explicitly (`option` is its config
+  key), a logged warning (`without` says what runs instead) where it would normally run (one CPU
+  device in float32)."""
+  found = blockers(platform_name, n_devices, dtype) + list(extra_blockers)
+  if not found:
     return kernel
   if requested == kernel:
-    raise UserError(f'model.{option}={kernel} cannot run: {"; ".join(blockers)}; use '
+    raise UserError(f'model.{option}={kernel} cannot run: {"; ".join(found)}; use '
                     f'--config.model.{option}={fallback} (or auto)')
-  if expected:
-    _log.warning('%s: %s', without, '; '.join(blockers))
+  if platform_name == 'cpu' and n_devices == 1 and dtype == 'float32':
+    _log.warning('%s: %s', without, '; '.join(found))
   return fallback

@@ -23,9 +23,7 @@ import numpy as np
 
 from errors import UserError
 from models.config import MATMUL_IMPLS
-from models.cpu_kernels import blockers as kernel_blockers
 from models.cpu_kernels import choose
-from models.cpu_kernels import unavailable_reason  # pylint: disable=unused-import
 
 TARGET_NAME = 'cpu_openblas_sgemm'
 
@@ -39,12 +37,10 @@ def resolve_matmul_impl(impl: str, platform: str, n_devices: int, dtype: str,
     raise UserError(f'model.matmul_impl={impl!r} is not one of {", ".join(MATMUL_IMPLS)}')
   if impl == 'xla':
     return impl
-  blockers = kernel_blockers(platform, n_devices, dtype)
-  if remat.startswith('dots'):
-    blockers.append(f'model.remat={remat} keeps XLA dot outputs, and these products are not')
-  return choose('matmul_impl', impl, 'openblas', 'xla', blockers,
-                platform == 'cpu' and n_devices == 1 and dtype == 'float32',
-                'matrix products use XLA:CPU, not OpenBLAS')
+  dots_remat = (f'model.remat={remat} keeps XLA dot outputs, and these products are not',)
+  return choose('matmul_impl', impl, 'openblas', 'xla', platform, n_devices, dtype,
+                'matrix products use XLA:CPU, not OpenBLAS',
+                dots_remat if remat.startswith('dots') else ())
 
 
 def _sgemm(a: jax.Array, b: jax.Array, transpose_a: bool, transpose_b: bool) -> jax.Array:
@@ -58,7 +54,7 @@ def _sgemm(a: jax.Array, b: jax.Array, transpose_a: bool, transpose_b: bool) -> 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def matmul(a_MxK: jax.Array, b: jax.Array, transpose_b: bool = False) -> jax.Array:
   """a . b for b [K, N], or a . b^T for b [N, K] when `transpose_b`; float32, 2-D, one CPU
-  device, after `unavailable_reason()` has returned None."""
+  device, after `cpu_kernels.unavailable_reason()` has returned None."""
   return _sgemm(a_MxK, b, False, transpose_b)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from errors import UserError
-from models import cpu_matmul
+from models import cpu_kernels, cpu_matmul
 from models.cpu_matmul import resolve_matmul_impl
 from tests.tiny_run import ROOT, train_steps
 
@@ -19,7 +19,7 @@ BIASED = dict(model__use_bias=True, model__mlp='gelu', model__norm='layernorm')
 
 @pytest.fixture(scope='module', autouse=True)
 def kernel():
-  reason = cpu_matmul.unavailable_reason()
+  reason = cpu_kernels.unavailable_reason()
   assert reason is None, reason  # the CPU lock installs scipy-openblas32; CI has g++
 
 
@@ -93,7 +93,8 @@ def test_an_explicit_choice_that_cannot_run_names_the_fix(args, fragment):
 
 def test_without_a_compiler_the_kernel_is_unavailable_with_the_fix(tmp_path):
   """A fresh process (the kernel's registration is per process), an empty cache, no compiler."""
-  code = ('from models import cpu_matmul; print(cpu_matmul.unavailable_reason()); '
+  code = ('from models import cpu_kernels, cpu_matmul; '
+          'print(cpu_kernels.unavailable_reason()); '
           "print(cpu_matmul.resolve_matmul_impl('auto', 'cpu', 1, 'float32', 'none'))")
   env = {'XDG_CACHE_HOME': str(tmp_path), 'CXX': str(tmp_path / 'no-such-g++'),
          'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(ROOT)}
