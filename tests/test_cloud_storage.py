@@ -98,14 +98,14 @@ def _event_records(data: bytes) -> int:
 @pytest.mark.slow
 def test_a_run_in_a_bucket_trains_resumes_and_evaluates(tmp_path, gcs_emulator):
   write_corpus(tmp_path)
-  env, compile_cache = gcs_emulator['env'], tmp_path / 'compile_cache'
+  env = gcs_emulator['env']
   run_dir = f'gs://{BUCKET}/runs/x'
 
   def train_in_bucket(steps):
     flags = tiny_flags(tmp_path, run_dir, train__steps=steps, optim__decay_steps=20,
                        checkpoint__every=5, data__cache_dir=f'gs://{BUCKET}/cache',
                        data__mirror_dir=tmp_path / 'mirror')
-    return run_cli(['train'] + flags, compile_cache=compile_cache, env=env)
+    return run_cli(['train'] + flags, env=env)
 
   first = train_in_bucket(10)
   assert first.returncode == 0, first.stderr[-3000:]
@@ -125,9 +125,9 @@ def test_a_run_in_a_bucket_trains_resumes_and_evaluates(tmp_path, gcs_emulator):
                                  'removed a half-written save (15); step 10 does not restore')
   assert resumed_line.endswith(f'moved to {run_dir}/damaged_checkpoints/10'), resumed_line
   local = run_cli(['train'] + tiny_flags(tmp_path, tmp_path / 'local', train__steps=20,
-                                         optim__decay_steps=20), compile_cache=compile_cache)
+                                         optim__decay_steps=20))
   assert local.returncode == 0, local.stderr[-3000:]
-  evaluated = run_cli(['eval', '--run_dir', run_dir], compile_cache=compile_cache, env=env)
+  evaluated = run_cli(['eval', '--run_dir', run_dir], env=env)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
   # What is in the bucket, read with the plain GCS client.

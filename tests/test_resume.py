@@ -1,8 +1,9 @@
 """Resume is exact: a run killed (SIGKILL) or preempted (SIGTERM) at an arbitrary step and
 started again gives the same per-step losses, bit for bit on CPU, as a run never interrupted.
 
-Every run here is the real CLI in a subprocess; they share a persistent compilation cache, so
-only the first compiles (the same executables are loaded, which changes no number).
+Every run here is the real CLI in a subprocess; they share the session's persistent compilation
+cache (tests/conftest.py), so only the first compiles (the same executables are loaded, which
+changes no number).
 The killed run's metrics.jsonl holds steps past its last checkpoint; on resume they are
 dropped and computed again, so each step must appear exactly once.
 """
@@ -32,10 +33,10 @@ def _finished_checkpoints(run_dir: Path) -> list[int]:
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
-def _start_and_interrupt(tmp_path: Path, run_dir: Path, cache: Path, sig: int, after_step: int):
+def _start_and_interrupt(tmp_path: Path, run_dir: Path, sig: int, after_step: int):
   """Starts training, sends `sig` once `after_step` is logged and a checkpoint exists."""
   process = subprocess.Popen(cli_command(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS)),
-                             cwd=ROOT, env=cli_env(compile_cache=cache), stdout=subprocess.PIPE,
+                             cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 240
   while time.monotonic() < deadline and process.poll() is None:
@@ -50,18 +51,12 @@ def _start_and_interrupt(tmp_path: Path, run_dir: Path, cache: Path, sig: int, a
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  """A compilation cache shared by this module's runs: only the first one compiles."""
-  return tmp_path_factory.mktemp('compile_cache')
-
-
-@pytest.fixture(scope='module')
-def baseline(tmp_path_factory, cache):
+def baseline(tmp_path_factory):
   """Per-step losses of the run never interrupted."""
   tmp_path = tmp_path_factory.mktemp('baseline')
   write_corpus(tmp_path)
   run_dir = tmp_path / 'run'
-  result = run_cli(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS), compile_cache=cache)
+  result = run_cli(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS))
   assert result.returncode == 0, result.stderr
   losses = train_losses(run_dir)
   assert sorted(losses) == list(range(1, STEPS + 1))
@@ -69,16 +64,16 @@ def baseline(tmp_path_factory, cache):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run_bitwise(baseline, cache, tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted_run_bitwise(baseline, tmp_path):
   write_corpus(tmp_path)
   run_dir = tmp_path / 'run'
-  code, _, _ = _start_and_interrupt(tmp_path, run_dir, cache, signal.SIGKILL, after_step=35)
+  code, _, _ = _start_and_interrupt(tmp_path, run_dir, signal.SIGKILL, after_step=35)
   assert code == -signal.SIGKILL
   saved = _finished_checkpoints(run_dir)
   assert saved and saved[-1] < STEPS
   killed_at = max(read_metrics(run_dir, 'train'), key=lambda r: r['step'])['step']
 
-  result = run_cli(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS), compile_cache=cache)
+  result = run_cli(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS))
   assert result.returncode == 0, result.stderr
   assert 'resumed from checkpoint step' in result.stderr
   resumed = train_losses(run_dir)  # asserts every step is logged once
@@ -87,10 +82,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run_bitwise(baseline, cache, 
 
 
 @pytest.mark.slow
-def test_sigterm_saves_exits_75_and_resumes_exactly(baseline, cache, tmp_path, capsys):
+def test_sigterm_saves_exits_75_and_resumes_exactly(baseline, tmp_path, capsys):
   write_corpus(tmp_path)
   run_dir = tmp_path / 'run'
-  code, _, stderr = _start_and_interrupt(tmp_path, run_dir, cache, signal.SIGTERM, after_step=25)
+  code, _, stderr = _start_and_interrupt(tmp_path, run_dir, signal.SIGTERM, after_step=25)
   assert code == EXIT_PREEMPTED == 75
   assert stderr.strip().splitlines()[-1].startswith('stopped: preempted (SIGTERM) at step ')
   stopped_at = int(stderr.split('at step ')[-1].split(':')[0])
@@ -100,7 +95,7 @@ def test_sigterm_saves_exits_75_and_resumes_exactly(baseline, cache, tmp_path, c
   assert meta['step'] == meta['data_position'] == stopped_at
   assert meta['config']['model']['d_model'] == 32
 
-  result = run_cli(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS), compile_cache=cache)
+  result = run_cli(['train'] + tiny_flags(tmp_path, run_dir, **FLAGS))
   assert result.returncode == 0, result.stderr
   assert f'resumed from checkpoint step {stopped_at} ' in result.stderr
   assert train_losses(run_dir) == baseline

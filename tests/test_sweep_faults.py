@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from experiments.sweep_study import retried_trial_number
 from tests.sweep_helpers import (by_state, finish, load_study, records, start_sweep, sweep_dir,
                                  wait_for, write_sweep_config)
-from tests.tiny_run import compile_cache_env, snapshot
+from tests.tiny_run import snapshot
 
 LONG_TRIAL = {'train.steps': 300, 'checkpoint.every': 50, 'train.eval_every': 100,
               'train.log_every': 10}
@@ -82,11 +82,7 @@ def test_a_sigkilled_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_sigterm_hands_the_trial_back_and_the_same_command_finishes_it(tmp_path):
   config = write_sweep_config(tmp_path, {'optim.lr': 'choice(1e-2, 3e-3)'}, run=LONG_TRIAL)
-  # The two commands run one after the other (the first has exited when the second starts), so
-  # they can share a persistent compilation cache: the second loads trial 0's executables
-  # instead of compiling them again (the same executables: no number changes).
-  cache = compile_cache_env(tmp_path / 'compile_cache')
-  worker = start_sweep(config, env=cache)
+  worker = start_sweep(config)
   run_dir = sweep_dir(tmp_path) / 'trial_0000'
   wait_for(_checkpoint_done(run_dir, FIRST_CHECKPOINT), 240, worker, 'the first checkpoint')
   os.kill(worker.pid, signal.SIGTERM)
@@ -104,7 +100,7 @@ def test_sigterm_hands_the_trial_back_and_the_same_command_finishes_it(tmp_path)
   assert 'preempted' in handed_back.user_attrs['reason']
   assert queued.params == handed_back.params
 
-  code, out, err = finish(start_sweep(config, env=cache))
+  code, out, err = finish(start_sweep(config))
   assert code == 0, err[-3000:]
   assert f'resuming from step {stopped_at}' in out
   states = by_state(load_study(tmp_path))

@@ -39,33 +39,20 @@ def cli_command(args: list[str]) -> list[str]:
   return [sys.executable, str(ROOT / 'launch.py')] + args
 
 
-def compile_cache_env(compile_cache: Path) -> dict:
-  """Variables that make a subprocess keep every executable in a persistent compilation cache at
-  `compile_cache` (shared by a test's subprocesses that run one after another: loaded, not
-  compiled again; the same executables)."""
-  return {'JAX_COMPILATION_CACHE_DIR': str(compile_cache),
-          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
-
-
-def cli_env(devices: int | None = None, compile_cache: Path | None = None,
-            extra: dict | None = None) -> dict:
-  """The environment of a CLI subprocess: `devices` simulated CPU devices, a persistent
-  compilation cache shared by the subprocesses of a test (the same executables, loaded), and
-  any `extra` variables."""
+def cli_env(devices: int | None = None, extra: dict | None = None) -> dict:
+  """The environment of a CLI subprocess: `devices` simulated CPU devices and any `extra`
+  variables (the session's compilation cache, tests/conftest.py, comes with os.environ)."""
   env = dict(os.environ, PYTHONUNBUFFERED='1', **(extra or {}))
   if devices:
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={devices}').strip()
-  if compile_cache:
-    env.update(compile_cache_env(compile_cache))
   return env
 
 
-def run_cli(args: list[str], devices: int | None = None, compile_cache: Path | None = None,
-            timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], devices: int | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
   """`python launch.py ARGS` in a subprocess, from the repository root (`env`: extra variables)."""
-  return subprocess.run(cli_command(args), cwd=ROOT, env=cli_env(devices, compile_cache, env),
+  return subprocess.run(cli_command(args), cwd=ROOT, env=cli_env(devices, env),
                         capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -24,7 +24,7 @@ from errors import UserError
 from models.decoding import generate_batch
 from storage import as_path
 from tools.compress import quantized
-from train import checkpoint
+from train import checkpoint, compile_cache
 from train.config import validate
 from train.evaluation import bits_per_byte, evaluate, stream_loss
 from train.experiment import Experiment, build_experiment
@@ -53,6 +53,7 @@ def load_run(run_dir, eval_batches: int | None = None, step: int | None = None) 
       raise UserError(f'--eval_batches={eval_batches} must be at least 1')
     config.train.eval_batches = eval_batches
   validate(config)
+  compile_cache.enable(config.train.compile_cache_dir)  # eval, sample, serve: as the run did
   exp = build_experiment(config, progress=False)
   directory = checkpoint.checkpoint_dir(run_dir)
   if step is not None:

@@ -31,7 +31,7 @@ from models.counting import flops_per_token
 from sharding.distributed import initialize as initialize_distributed
 from sharding.platform import report_platform
 from storage import as_path
-from train import checkpoint
+from train import checkpoint, compile_cache
 from train.classify import final_report, write_labels
 from train.decisions import (EARLY, PREEMPTED, PRUNED, EarlyStopping, decide, plan_step,
                              too_many_bad_steps)
@@ -199,6 +199,7 @@ def train(config, run_dir: epath.Path, progress_enabled: bool = True,
   saving; it must give the same answer on every process).
   """
   config = apply_init_from(config)  # fine-tuning: the model and tokenizer of train.init_from
+  cache_dir = compile_cache.enable(config.train.compile_cache_dir)  # before the first compile
   exp = build_experiment(config, progress=progress_enabled)  # input mistakes first
   if jax.process_index() == 0:
     for note in exp.notes:  # where the rule set fell back (a dim that does not divide)
@@ -208,7 +209,7 @@ def train(config, run_dir: epath.Path, progress_enabled: bool = True,
   t = config.train
   manager = checkpoint.open_manager(checkpoint.checkpoint_dir(run_dir), config.checkpoint)
 
-  with exp.mesh_context(), Preemption(manager) as preemption:
+  with exp.mesh_context(), Preemption(manager) as preemption, compile_cache.watch() as loaded:
     state, start_step, loop_state = _start_state(exp, manager)
     run = _open_run(exp, run_dir, manager, start_step, loop_state, progress_enabled)
     pending = None  # (step, metrics, log?) of the step dispatched last, not read yet
@@ -242,7 +243,10 @@ def train(config, run_dir: epath.Path, progress_enabled: bool = True,
     if pending is not None:
       run.log.read(*pending)
     validation_loss = _final_evaluation(run, state)
-  return _finish(run, state, validation_loss)
+  summary = _finish(run, state, validation_loss)
+  if loaded.describe(cache_dir):
+    summary['compile_cache'] = loaded.describe(cache_dir)
+  return summary
 
 
 def _final_evaluation(run: _Run, state) -> float:
@@ -336,6 +340,8 @@ def format_summary(summary: dict, run_dir: epath.Path) -> str:
     lines.append(f"skipped {summary['skipped_steps']} steps with a non-finite loss or gradient")
   if 'sample' in summary:
     lines += ['sample:', '-' * 60, summary['sample'], '-' * 60]
+  if 'compile_cache' in summary:
+    lines.append(summary['compile_cache'])
   lines.append(f'run directory: {run_dir} (metrics.jsonl, tb/, loss.png, config.json)')
   return '\n'.join(lines)
 

@@ -39,6 +39,7 @@ SAFE_TO_CHANGE = (
     'name', 'run_root',
     'train.steps', 'train.log_every', 'train.eval_every', 'train.eval_batches',
     'train.patience', 'train.sample_*', 'train.max_consecutive_bad_steps',
+    'train.compile_cache_dir',
     'checkpoint.*',
     'data.cache_dir', 'data.mirror_dir',  # where prepared shards are kept, not what they hold
     'mesh.*', 'sharding.*', 'distributed.*',  # layout only: the same numbers on any mesh
