@@ -1,7 +1,8 @@
 """train.compile_cache_dir: a run loads the steps an earlier run compiled, with the same results.
 
-The CLI trains the tiny model twice with one fresh cache directory: the second run loads its
-programs (its summary says how many) and logs bit-identical losses. '' turns the cache off even
+The CLI trains the tiny model with one fresh cache directory; after its entries are cut short
+the next run removes them in one line and compiles again; the run after that loads its programs
+(its summary says how many); every run logs bit-identical losses. '' turns the cache off even
 where JAX_COMPILATION_CACHE_DIR names a warm one; timing compiles (`uncached`) neither reads nor
 writes it; a directory that cannot be created is a one-line error.
 """
@@ -20,31 +21,43 @@ LOADED = 'compile cache: '
 
 
 @pytest.mark.slow
-def test_a_second_run_loads_its_steps_and_matches_the_first(tmp_path):
+def test_later_runs_load_the_steps_an_unreadable_entry_is_replaced_and_off_means_off(tmp_path):
   write_corpus(tmp_path)
   cache = tmp_path / 'xla'
-  runs = []
-  for name in ('first', 'second'):
+
+  def train(name, setting=cache, env=None):
     flags = tiny_flags(tmp_path, tmp_path / name, train__steps=6, checkpoint__every=0,
-                       train__compile_cache_dir=cache)
-    done = run_cli(['train'] + flags)
+                       train__compile_cache_dir=setting)
+    done = run_cli(['train'] + flags, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs.append(done.stdout)
-    if name == 'first':
-      entries = snapshot(cache)
-      assert any('train_step' in entry for entry in entries), sorted(entries)
-  assert LOADED not in runs[0]  # a fresh directory: everything compiled
-  line = next(line for line in runs[1].splitlines() if line.startswith(LOADED))
+    assert 'Warning' not in done.stderr, done.stderr[-3000:]
+    return done
+
+  first = train('first')
+  assert LOADED not in first.stdout  # a fresh directory: everything compiled
+  entries = sorted(cache.glob('*-cache'))
+  assert any(path.name.startswith('jit_train_step-') for path in entries), entries
+
+  # A write cut short (the process killed while writing): every entry half its length.
+  for path in entries:
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  repaired = train('repaired')
+  unreadable = [line for line in repaired.stderr.splitlines() if 'was unreadable' in line]
+  assert any('jit_train_step' in line and 'compiling it again' in line for line in unreadable), (
+      repaired.stderr[-3000:])
+  assert LOADED not in repaired.stdout
+
+  loaded = train('loaded')
+  line = next(line for line in loaded.stdout.splitlines() if line.startswith(LOADED))
   assert str(cache) in line and int(line.split()[2]) >= 2, line  # the train and eval steps
-  assert train_losses(tmp_path / 'second') == train_losses(tmp_path / 'first')
+  assert 'unreadable' not in loaded.stderr
+  assert train_losses(tmp_path / 'loaded') == train_losses(tmp_path / 'first')
+  assert train_losses(tmp_path / 'repaired') == train_losses(tmp_path / 'first')
 
   # '' wins over a warm cache named by the environment: nothing loaded, nothing written.
   before = snapshot(cache)
-  flags = tiny_flags(tmp_path, tmp_path / 'off', train__steps=6, checkpoint__every=0,
-                     train__compile_cache_dir='')
-  done = run_cli(['train'] + flags, env={'JAX_COMPILATION_CACHE_DIR': str(cache)})
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert LOADED not in done.stdout
+  off = train('off', setting='', env={'JAX_COMPILATION_CACHE_DIR': str(cache)})
+  assert LOADED not in off.stdout
   assert snapshot(cache) == before
   assert train_losses(tmp_path / 'off') == train_losses(tmp_path / 'first')
 

@@ -12,11 +12,19 @@ filesystem, not gs://: every process of a multi-process run reads it and only pr
 so on several hosts name a directory they all mount (NFS), or only the first host's loads.
 Entries are code that runs: keep the directory one that only you can write to. Compile-time
 measurements (`launch.py bench`, benchmarks/compile_depth.py) compile under `uncached()`.
+
+An entry that cannot be read (truncated by a kill during its write: JAX writes in place, and
+would then skip every later write of that key) is removed and the program compiled and written
+afresh, with one line on stderr instead of JAX's warning.
 """
 
 import contextlib
 import dataclasses
 import os
+import re
+import sys
+import warnings
+from pathlib import Path
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
@@ -28,6 +36,7 @@ DEFAULT_DIR = '~/.cache/scaling-transformers/xla'
 MAX_BYTES = 8 << 30  # the least recently used entries are deleted beyond this
 _HIT = '/jax/compilation_cache/cache_hits'
 _SAVED = '/jax/compilation_cache/compile_time_saved_sec'
+_UNREADABLE = re.compile(r"Error reading persistent compilation cache entry for '([^']+)': (.*)")
 
 
 def resolve_dir(setting: str) -> str | None:
@@ -59,7 +68,44 @@ def enable(setting: str) -> str | None:
     if directory is not None and jax.config.jax_compilation_cache_max_size < 0:
       jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
     compilation_cache.reset_cache()  # JAX opens its cache once: make it open this one
+  if directory is not None:
+    _repair_unreadable_entries()
   return directory
+
+
+def remove_entries(directory: str, module_name: str) -> int:
+  """Deletes every entry of the program `module_name` (e.g. jit_train_step) in `directory`;
+  returns how many there were."""
+  removed = 0
+  for path in Path(directory).glob(f'{module_name}-*-cache'):
+    path.unlink(missing_ok=True)
+    path.with_name(path.name[:-len('cache')] + 'atime').unlink(missing_ok=True)
+    removed += 1
+  return removed
+
+
+def _repair_unreadable_entries() -> None:
+  """Makes JAX's "Error reading persistent compilation cache entry" warning remove that
+  program's entries (process 0, the one that writes), so the compile that follows is written,
+  and say so in one line. Installed once per process, around whatever shows warnings."""
+  show = warnings.showwarning
+  if getattr(show, 'repairs_compile_cache', False):
+    return
+
+  def showwarning(message, category, filename, lineno, file=None, line=None):
+    unreadable = _UNREADABLE.match(str(message))
+    directory = jax.config.jax_compilation_cache_dir
+    if not unreadable or not directory:
+      show(message, category, filename, lineno, file, line)
+      return
+    if jax.process_index() == 0:
+      module_name, reason = unreadable.groups()
+      removed = remove_entries(directory, module_name)
+      print(f'compile cache: an entry of {module_name} in {directory} was unreadable '
+            f'({reason[:120]}); removed {removed}, compiling it again', file=sys.stderr)
+
+  showwarning.repairs_compile_cache = True
+  warnings.showwarning = showwarning
 
 
 @contextlib.contextmanager
