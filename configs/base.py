@@ -86,8 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.init_from = ''  # fine-tune: start from a run directory or Hugging Face folder's weights
   #                   (step 0, fresh optimizer; model.* and data.tokenizer come from it)
   t.compile_cache_dir = 'auto'  # compiled steps kept for the next run (train/compile_cache.py):
-  #                               auto = $JAX_COMPILATION_CACHE_DIR or ~/.cache/scaling-transformers/xla,
-  #                               '' = off
+  #                               auto = $JAX_COMPILATION_CACHE_DIR, else
+  #                               ~/.cache/scaling-transformers/xla; '' = off
   t.max_consecutive_bad_steps = 10  # stop (exit 4) after this many updates in a row skipped for
   #                                   a non-finite loss or gradient (0: never stop)
 

@@ -12,14 +12,15 @@ import os
 import shutil
 import tempfile
 
-_CREATED = []
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # the controller; workers inherit its value
-  _CREATED.append(tempfile.mkdtemp(prefix='test-compile-cache-'))
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CREATED[0]
+# The controller makes the directory; the xdist workers inherit it through the environment.
+_OWN_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_CACHE = tempfile.mkdtemp(prefix='test-compile-cache-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _OWN_CACHE
   # Tests compile many programs that take well under JAX's default of 1 s: keep those too.
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
 
 
 def pytest_unconfigure(config):
-  if _CREATED and not hasattr(config, 'workerinput'):
-    shutil.rmtree(_CREATED[0], ignore_errors=True)
+  if _OWN_CACHE and not hasattr(config, 'workerinput'):
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)

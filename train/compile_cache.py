@@ -73,7 +73,7 @@ def enable(setting: str) -> str | None:
   return directory
 
 
-def remove_entries(directory: str, module_name: str) -> int:
+def _remove_entries(directory: str, module_name: str) -> int:
   """Deletes every entry of the program `module_name` (e.g. jit_train_step) in `directory`;
   returns how many there were."""
   removed = 0
@@ -100,7 +100,7 @@ def _repair_unreadable_entries() -> None:
       return
     if jax.process_index() == 0:
       module_name, reason = unreadable.groups()
-      removed = remove_entries(directory, module_name)
+      removed = _remove_entries(directory, module_name)
       print(f'compile cache: an entry of {module_name} in {directory} was unreadable '
             f'({reason[:120]}); removed {removed}, compiling it again', file=sys.stderr)
 
@@ -123,22 +123,25 @@ def uncached():
 
 @dataclasses.dataclass
 class Loaded:
-  """Programs loaded from the cache while `watch()` was open, and the compile time they saved
-  (what their first compile took, less the time to read them)."""
+  """Programs loaded from the cache in `directory` while `watch()` was open, and the compile
+  time they saved (what their first compile took, less the time to read them)."""
+  directory: str | None
   programs: int = 0
   seconds_saved: float = 0.0
 
-  def describe(self, directory: str | None) -> str | None:
-    if directory is None or not self.programs:
+  def describe(self) -> str | None:
+    """The summary's line, or None when nothing was loaded."""
+    if not self.programs:
       return None
     return (f'compile cache: {self.programs} program{"s" * (self.programs != 1)} loaded from '
-            f'{directory} (about {self.seconds_saved:.0f} s of compiling saved)')
+            f'{self.directory} (about {self.seconds_saved:.0f} s of compiling saved)')
 
 
 @contextlib.contextmanager
-def watch():
-  """Counts what the persistent cache supplies inside the block (yields a `Loaded`)."""
-  loaded = Loaded()
+def watch(directory: str | None = None):
+  """Counts what the persistent cache (`directory`, as `enable` returned it) supplies inside
+  the block (yields a `Loaded`)."""
+  loaded = Loaded(directory)
 
   def on_event(event: str, **_):
     if event == _HIT:

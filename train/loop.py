@@ -209,7 +209,8 @@ def train(config, run_dir: epath.Path, progress_enabled: bool = True,
   t = config.train
   manager = checkpoint.open_manager(checkpoint.checkpoint_dir(run_dir), config.checkpoint)
 
-  with exp.mesh_context(), Preemption(manager) as preemption, compile_cache.watch() as loaded:
+  with (exp.mesh_context(), Preemption(manager) as preemption,
+        compile_cache.watch(cache_dir) as loaded):
     state, start_step, loop_state = _start_state(exp, manager)
     run = _open_run(exp, run_dir, manager, start_step, loop_state, progress_enabled)
     pending = None  # (step, metrics, log?) of the step dispatched last, not read yet
@@ -244,8 +245,8 @@ def train(config, run_dir: epath.Path, progress_enabled: bool = True,
       run.log.read(*pending)
     validation_loss = _final_evaluation(run, state)
   summary = _finish(run, state, validation_loss)
-  if loaded.describe(cache_dir):
-    summary['compile_cache'] = loaded.describe(cache_dir)
+  if cache_line := loaded.describe():
+    summary['compile_cache'] = cache_line
   return summary
 
 
